@@ -1,0 +1,188 @@
+"""Load and validate params.yaml: every stage calls `load()` first, so a typo fails at once with the fix.
+
+`python -m difflab.params check [FILE]` runs the same validation on any params file.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from difflab.objectives import KINDS
+
+
+class ParamsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class P:
+    """One leaf: its type, optional range / allowed values / pattern, and whether it may be omitted."""
+    type: type | tuple[type, ...]
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple | None = None
+    pattern: str | None = None
+    optional: bool = False
+    item: "P | None" = None  # for lists
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(repr, self.choices))
+        t = self.type.__name__ if isinstance(self.type, type) else "/".join(x.__name__ for x in self.type)
+        if t == "list" and self.item:
+            t = f"a list of {self.item.describe()}"
+        rng = ""
+        if self.lo is not None or self.hi is not None:
+            rng = f" in [{'-inf' if self.lo is None else self.lo}, {'inf' if self.hi is None else self.hi}]"
+        return f"{'an' if t[0] in 'aeiou' else 'a'} {t}{rng}" + (f" matching {self.pattern}" if self.pattern else "")
+
+
+NUM = (int, float)
+DEVICE = P(str, pattern=r"auto|cpu|cuda(:\d+)?|mps")
+
+MODEL = {
+    "kind": P(str, choices=KINDS),
+    "hidden": P(int, 1, 1024),
+    "batch_size": P(int, 1, 65536),
+    "epochs": P(int, 1, 10000),
+    "lr": P(NUM, 0, 10),
+    "lr_decay": P(bool),
+    "grad_clip": P(NUM, 0),
+    "sigma": P(NUM, 0, 100, optional=True),
+    "p_uncond": P(NUM, 0, 1, optional=True),
+    "snapshots": P(list, item=P(int, 1, 10000)),
+}
+
+SCHEMA: dict[str, Any] = {
+    "seed": P(int, 0, 2**63 - 1),
+    "device": DEVICE,
+    "precision": P(str, choices=("auto", "fp32", "bf16")),
+    "gamma": P(NUM, 0, 100),
+    "data": {"source": P(str), "train_subset": P(int, 0, 60000)},
+    "ddpm": {"num_ts": P(int, 2, 10000), "beta1": P(NUM, 0, 1), "beta2": P(NUM, 0, 1)},
+    "models": ("each", MODEL),
+    "sample": {
+        "n_fid": P(int, 10, 100000),
+        "sampler": P(str, choices=("default", "ddpm", "ddim", "dpmsolver", "euler", "heun")),
+        "steps": P(int, 0, 10000),
+        "flow_steps": P(int, 1, 10000),
+        "batch_size": P(int, 1, 100000),
+    },
+    "denoiser_eval": {"sigmas": P(list, item=P(NUM, 0, 100))},
+    "sampling": ("each", {"guidance": P(str, choices=("seed", "gamma"))}),
+}
+
+# Later sections (classifier, part_a, report, ...) register their own schema here.
+EXTRA_CHECKS: list[Callable[[dict], None]] = []
+
+
+def _check(value: Any, spec: Any, key: str) -> None:
+    if isinstance(spec, tuple) and spec and spec[0] == "each":
+        if not isinstance(value, dict) or not value:
+            raise ParamsError(f"{key}: expected a mapping of names to settings, got {value!r}")
+        for name, sub in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
+                raise ParamsError(f"{key}.{name}: names may use letters, digits and _ only")
+            _check(sub, spec[1], f"{key}.{name}")
+        return
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: expected a mapping, got {value!r}")
+        for k in value:
+            if k not in spec:
+                hint = _closest(k, spec)
+                raise ParamsError(f"{key + '.' if key else ''}{k}: unknown key (value {value[k]!r})"
+                                  + (f"; did you mean `{hint}`?" if hint else "")
+                                  + f" Allowed keys here: {', '.join(spec)}")
+        for k, sub in spec.items():
+            full = f"{key}.{k}" if key else k
+            if k not in value:
+                if isinstance(sub, P) and sub.optional:
+                    continue
+                raise ParamsError(f"{full}: missing; expected {sub.describe() if isinstance(sub, P) else 'a mapping'}")
+            _check(value[k], sub, full)
+        return
+    _leaf(value, spec, key)
+
+
+def _leaf(value: Any, p: P, key: str) -> None:
+    types = p.type if isinstance(p.type, tuple) else (p.type,)
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}")
+    if p.choices is not None and value not in p.choices:
+        hint = _closest(str(value), p.choices)
+        raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}" + (f" (did you mean {hint!r}?)" if hint else ""))
+    if p.pattern is not None and not re.fullmatch(p.pattern, value):
+        raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value or (p.lo is not None and value < p.lo) or (p.hi is not None and value > p.hi):
+            raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}")
+    if isinstance(value, list) and p.item is not None:
+        for i, v in enumerate(value):
+            _leaf(v, p.item, f"{key}[{i}]")
+
+
+def _closest(word: str, options) -> str | None:
+    import difflib
+    match = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def validate(params: dict) -> dict:
+    """Raise ParamsError naming the key, the value and what is allowed; return params unchanged when valid."""
+    if not isinstance(params, dict):
+        raise ParamsError(f"params must be a mapping at the top level, got {type(params).__name__}")
+    _check(params, SCHEMA, "")
+    ddpm = params["ddpm"]
+    if ddpm["beta1"] > ddpm["beta2"]:
+        raise ParamsError(f"ddpm.beta1 ({ddpm['beta1']}) must not exceed ddpm.beta2 ({ddpm['beta2']})")
+    for name in params["sampling"]:
+        kind = params["models"].get(name, {}).get("kind", "")
+        if not kind.endswith(("_ddpm", "_fm")):
+            raise ParamsError(f"sampling.{name}: not a generative model in `models` "
+                              f"(kind {kind or 'missing'!r}); sample only *_ddpm / *_fm models")
+        if (params["sampling"][name]["guidance"] == "gamma") != kind.startswith("class_"):
+            raise ParamsError(f"sampling.{name}.guidance: use `gamma` for class-conditioned models and `seed` otherwise")
+    for check in EXTRA_CHECKS:
+        check(params)
+    return params
+
+
+def load(path: str | Path = "params.yaml") -> dict:
+    """Read and validate a params file."""
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found; run from the repo root") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({err})") from None
+    try:
+        return validate(params)
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] != "check" or len(argv) > 2:
+        print("usage: python -m difflab.params check [FILE]", file=sys.stderr)
+        return 2
+    try:
+        load(argv[1] if len(argv) > 1 else "params.yaml")
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("params OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,27 @@
+"""Where stages read and write, in one place, so stages and dvc.yaml agree (paths are relative to the repo root)."""
+from pathlib import Path
+
+from difflab.train import Outputs
+
+MNIST = Path("data/mnist")
+MODELS = Path("models")
+REPORTS = Path("reports")
+
+
+def model_file(name: str) -> Path:
+    return MODELS / f"{name}.safetensors"
+
+
+def snapshot_dir(name: str) -> Path:
+    return MODELS / "snapshots" / name
+
+
+def train_outputs(name: str) -> Outputs:
+    return Outputs(model=model_file(name), snapshots=snapshot_dir(name), live=REPORTS / "train" / name,
+                   checkpoint=Path("checkpoints") / name)
+
+
+def snapshots(name: str) -> dict[int, Path]:
+    """Snapshot epoch -> weights file, in epoch order."""
+    files = sorted(snapshot_dir(name).glob("epoch_*.safetensors"))
+    return {int(f.stem.split("_")[1]): f for f in files}

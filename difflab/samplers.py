@@ -1,0 +1,130 @@
+"""Samplers for the Part B generative UNets: DDPM ancestral, DDIM / DPM-Solver++ (diffusers), flow Euler / Heun.
+
+Classifier-free guidance runs conditional and unconditional rows in one batched forward:
+eps = eps_u + gamma * (eps_c - eps_u).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from difflab.schedule import DDPMSchedule
+from difflab.unet import NUM_CLASSES, UNet, one_hot
+
+DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver")
+FLOW_SAMPLERS = ("euler", "heun")
+
+
+def guided(model: UNet, labels: torch.Tensor | None, gamma: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """f(x, t) -> model output; with labels, CFG at scale gamma from one forward over [cond; uncond]."""
+    if labels is None:
+        return lambda x, t: model(x, t)
+    cond = one_hot(labels).to(next(model.parameters()).device)
+    both = torch.cat([cond, torch.zeros_like(cond)])
+
+    def f(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out_c, out_u = model(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+        return out_u + gamma * (out_c - out_u)
+    return f
+
+
+def _noise(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randn(shape, generator=gen, device=gen.device).to(device)
+
+
+def _frames(every: int, i: int, total: int) -> bool:
+    return every > 0 and (i % every == 0 or i == total - 1)
+
+
+@torch.inference_mode()
+def sample_ddpm(model: UNet, schedule: DDPMSchedule, n: int, gen: torch.Generator, *,
+                labels: torch.Tensor | None = None, gamma: float = 5.0, sampler: str = "ddpm",
+                steps: int = 0, frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Draw n images from an eps-prediction UNet; returns (samples in [0, 1], intermediate x_t frames)."""
+    device = next(model.parameters()).device
+    f = guided(model, labels, gamma)
+    x = _noise((n, 1, 28, 28), gen, device)
+    frames: list[torch.Tensor] = []
+    T = schedule.num_ts
+    if sampler == "ddpm" and steps in (0, T):
+        for i, t in enumerate(range(T, 0, -1)):
+            tt = torch.full((n,), t, device=device)
+            x = schedule.posterior_step(x, tt, f(x, tt / T), _noise(x.shape, gen, device))
+            if _frames(frame_every, i, T):
+                frames.append(x.clamp(0, 1).cpu())
+        return x.clamp(0, 1).cpu(), frames
+    scheduler = diffusers_scheduler(sampler, schedule)
+    scheduler.set_timesteps(steps or T, device=device)
+    for i, td in enumerate(scheduler.timesteps):
+        # diffusers timestep td (0-based) is our t = td + 1
+        tt = torch.full((n,), int(td) + 1, device=device)
+        eps = f(x, tt / T)
+        x = scheduler.step(eps, td, x, generator=gen if sampler == "ddpm" else None).prev_sample
+        if _frames(frame_every, i, len(scheduler.timesteps)):
+            frames.append(x.clamp(0, 1).cpu())
+    return x.clamp(0, 1).cpu(), frames
+
+
+def diffusers_scheduler(sampler: str, schedule: DDPMSchedule):
+    """A diffusers scheduler with exactly our linear betas (no clipping or thresholding of x0)."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    betas = schedule.betas[1:].double().numpy()
+    common = dict(num_train_timesteps=schedule.num_ts, trained_betas=betas, prediction_type="epsilon")
+    if sampler == "ddpm":
+        return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
+    if sampler == "ddim":
+        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+    if sampler == "dpmsolver":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                           timestep_spacing="trailing", final_sigmas_type="zero")
+    raise ValueError(f"unknown DDPM sampler {sampler!r}; expected one of {DDPM_SAMPLERS}")
+
+
+@torch.inference_mode()
+def sample_flow(model: UNet, n: int, gen: torch.Generator, *, labels: torch.Tensor | None = None,
+                gamma: float = 5.0, sampler: str = "euler", steps: int = 50,
+                frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Integrate dx/dt = v(x, t) from noise (t = 0) to data (t = 1) with Euler or Heun steps."""
+    if sampler not in FLOW_SAMPLERS:
+        raise ValueError(f"unknown flow sampler {sampler!r}; expected one of {FLOW_SAMPLERS}")
+    device = next(model.parameters()).device
+    f = guided(model, labels, gamma)
+    x = _noise((n, 1, 28, 28), gen, device)
+    frames: list[torch.Tensor] = []
+    dt = 1.0 / steps
+    for i in range(steps):
+        t = torch.full((n,), i * dt, device=device)
+        v = f(x, t)
+        if sampler == "heun":
+            x_next = x + dt * v
+            v = 0.5 * (v + f(x_next, t + dt))
+        x = x + dt * v
+        if _frames(frame_every, i, steps):
+            frames.append(x.clamp(0, 1).cpu())
+    return x.clamp(0, 1).cpu(), frames
+
+
+def digit_labels(per_class: int) -> torch.Tensor:
+    """0,0,..,1,1,..,9: `per_class` of each digit, in grid order."""
+    return torch.arange(NUM_CLASSES).repeat_interleave(per_class)
+
+
+def generate(model: UNet, kind: str, n: int, gen: torch.Generator, *, schedule: DDPMSchedule | None = None,
+             labels: torch.Tensor | None = None, gamma: float = 5.0, sampler: str = "default", steps: int = 0,
+             flow_steps: int = 50, frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Sample any generative kind: DDPM kinds default to ancestral sampling over all T steps, flow kinds to
+    Euler over `flow_steps`; `sampler`/`steps` pick another sampler or step count."""
+    if kind.endswith("_ddpm"):
+        assert schedule is not None, "DDPM sampling needs the training schedule"
+        name = "ddpm" if sampler == "default" else sampler
+        if name not in DDPM_SAMPLERS:
+            raise ValueError(f"sampler {sampler!r} does not apply to DDPM model; use one of default, {DDPM_SAMPLERS}")
+        return sample_ddpm(model, schedule, n, gen, labels=labels, gamma=gamma, sampler=name, steps=steps,
+                           frame_every=frame_every)
+    name = "euler" if sampler == "default" else sampler
+    if name not in FLOW_SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} does not apply to a flow model; use one of default, {FLOW_SAMPLERS}")
+    return sample_flow(model, n, gen, labels=labels, gamma=gamma, sampler=name, steps=steps or flow_steps,
+                       frame_every=frame_every)

@@ -1,0 +1,81 @@
+"""DVC stage evaluate_denoiser: the single-step denoiser figures (noising, results per epoch, out-of-distribution
+sigmas, pure-noise outputs beside the mean training image), loss curves, and test MSE / PSNR per sigma."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from difflab import paths, plots  # noqa: E402
+from difflab.data import load_mnist  # noqa: E402
+from difflab.metrics import mse, psnr  # noqa: E402
+from difflab.params import load  # noqa: E402
+from difflab.runtime import generator, resolve_device, seed_everything  # noqa: E402
+from difflab.training_log import read_curve  # noqa: E402
+from difflab.weights import load_model  # noqa: E402
+
+OUT = paths.REPORTS / "denoiser"
+METRICS = paths.REPORTS / "metrics" / "denoiser.json"
+SHOW = 5  # test digits shown in figures
+
+
+@torch.inference_mode()
+def main() -> None:
+    params = load()
+    device = resolve_device(params["device"])
+    seed_everything(params["seed"])
+    sigmas = params["denoiser_eval"]["sigmas"]
+    train_sigma = params["models"]["denoiser"].get("sigma", 0.5)
+    x_test, _ = load_mnist(paths.MNIST, train=False)
+    x_train, _ = load_mnist(paths.MNIST, train=True)
+    x = x_test[:SHOW].to(device)
+    gen = generator(device, params["seed"])
+    eps = torch.randn(x.shape, generator=gen, device=device)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    plots.image_grid(OUT / "noising.png", [[x[i] + s * eps[i] for s in sigmas] for i in range(SHOW)],
+                     col_labels=[f"σ={s}" for s in sigmas], title="Noising process z = x + σε")
+    z = x + train_sigma * eps
+    for epoch, file in paths.snapshots("denoiser").items():
+        model, _ = load_model(file, device)
+        rows = [list(x), list(z), list(model(z))]
+        plots.image_grid(OUT / f"results_epoch_{epoch:02d}.png", rows,
+                         row_labels=["clean", f"noisy σ={train_sigma}", "denoised"],
+                         title=f"Denoiser on test digits after epoch {epoch}")
+    model, _ = load_model(paths.model_file("denoiser"), device)
+    noisy = [x[0] + s * eps[0] for s in sigmas]
+    plots.image_grid(OUT / "ood.png", [noisy, list(model(torch.stack(noisy)))], row_labels=["noisy", "denoised"],
+                     col_labels=[f"σ={s}" for s in sigmas],
+                     title=f"Out-of-distribution σ (trained at σ={train_sigma})")
+
+    mean_image = x_train.mean(0)
+    for epoch, file in paths.snapshots("pure_noise").items():
+        pure, _ = load_model(file, device)
+        outs = pure(torch.randn((SHOW, 1, 28, 28), generator=generator(device, params["seed"]), device=device))
+        plots.image_grid(OUT / f"pure_noise_epoch_{epoch:02d}.png", [list(outs) + [mean_image]],
+                         col_labels=[f"sample {i + 1}" for i in range(SHOW)] + ["mean train image"],
+                         title=f"Denoising pure noise after epoch {epoch}")
+    for name in ("denoiser", "pure_noise"):
+        steps, losses = read_curve(paths.train_outputs(name).live)
+        plots.loss_curve(OUT / f"loss_{name}.png", {name: (steps, losses)}, title=f"{name}: training loss",
+                         smooth=25)
+
+    metrics = {}
+    for s in sigmas:
+        err, db = [], []
+        for i in range(0, len(x_test), 1000):
+            clean = x_test[i:i + 1000].to(device)
+            noise = torch.randn(clean.shape, generator=gen, device=device)
+            out = model(clean + s * noise).clamp(0, 1)
+            err.append(mse(out, clean)), db.append(psnr(out, clean))
+        metrics[f"sigma_{s}"] = {"mse": round(torch.cat(err).mean().item(), 6),
+                                 "psnr": round(torch.cat(db).mean().item(), 3)}
+    METRICS.parent.mkdir(parents=True, exist_ok=True)
+    METRICS.write_text(json.dumps({"denoiser": metrics}, indent=2) + "\n")
+    print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""DVC stage train@<name>: train one Part B model from params.yaml `models.<name>`."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from difflab import paths  # noqa: E402
+from difflab.data import load_mnist  # noqa: E402
+from difflab.params import load  # noqa: E402
+from difflab.schedule import DDPMSchedule  # noqa: E402
+from difflab.train import TrainConfig, train  # noqa: E402
+
+
+def main(name: str) -> None:
+    params = load()
+    if name not in params["models"]:
+        raise SystemExit(f"unknown model {name!r}; params.yaml `models` has: {', '.join(params['models'])}")
+    cfg = TrainConfig(**params["models"][name], seed=params["seed"], device=params["device"],
+                      precision=params["precision"])
+    x, y = load_mnist(paths.MNIST, train=True)
+    if params["data"]["train_subset"]:
+        x, y = x[:params["data"]["train_subset"]], y[:params["data"]["train_subset"]]
+    schedule = DDPMSchedule.linear(**params["ddpm"]) if cfg.kind.endswith("_ddpm") else None
+    summary = train(name, cfg, x, y, paths.train_outputs(name), schedule)
+    print(f"[{name}] done: {summary}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
