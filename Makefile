@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test smoke install clean-venv
+.PHONY: repro test smoke remote install clean-venv
 
 install: $(STAMP)
 
@@ -18,8 +18,17 @@ $(STAMP): requirements.txt
 repro: $(STAMP)
 	dvc repro
 
+# Two workers, one thread each: tiny tensors gain nothing from a second thread, and two processes sharing two
+# cores with two OpenMP threads each slow each other down many times over.
 test: $(STAMP)
-	python -m pytest -q tests
+	OMP_NUM_THREADS=1 python -m pytest -q -n 2 --dist loadfile tests
+
+# A local-directory DVC remote (default), for `dvc push` / `dvc pull` of data, models and reports.
+REMOTE ?= $(abspath ..)/difflab-dvc-remote
+remote: $(STAMP)
+	mkdir -p $(REMOTE)
+	dvc remote add --default --force local $(REMOTE)
+	@echo "DVC remote 'local' -> $(REMOTE); now: dvc push / dvc pull / dvc repro --pull"
 
 smoke: $(STAMP)
 	python tests/smoke.py

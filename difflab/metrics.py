@@ -1,7 +1,20 @@
-"""Numbers for what the pipeline makes: PSNR (and, with the classifier, Fréchet distance and accuracy)."""
+"""Numbers for what the pipeline makes: PSNR, and with the MNIST classifier the Fréchet distance of its features
+(always beside the real-vs-real baseline at the same sample size) and intended-class accuracy."""
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
 import torch
+from torch import nn
+
+from difflab.classifier import features, predict
+from difflab.data import load_mnist
+
+Stats = tuple[np.ndarray, np.ndarray]
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -12,3 +25,79 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     """Per-image PSNR in dB for images in [0, peak]: 10 log10(peak^2 / MSE)."""
     return 10 * torch.log10(peak ** 2 / mse(a, b).clamp_min(1e-12))
+
+
+def gaussian_stats(feats: torch.Tensor | np.ndarray) -> Stats:
+    """Mean and covariance (float64) of N×D features."""
+    f = np.asarray(feats, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"need an N×D feature array with N >= 2, got shape {f.shape}")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(a: Stats, b: Stats, eps: float = 1e-6) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), as pytorch-fid computes it.
+
+    A singular product (fewer samples than feature dimensions) makes the square root inaccurate, non-finite or
+    clearly complex; then eps is added to both diagonals. Round-off leaves tiny imaginary parts, which are dropped."""
+    (mu1, s1), (mu2, s2) = a, b
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+        try:
+            covmean = scipy.linalg.sqrtm(s1 @ s2)
+            ok = np.isfinite(covmean).all() and np.abs(np.imag(covmean)).max() <= 1e-3 * np.abs(covmean).max()
+        except scipy.linalg.LinAlgWarning:
+            ok = False
+    if not ok:
+        offset = np.eye(len(s1)) * eps
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(covmean)))
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose arg-max logit is the label."""
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> dict[str, float | None]:
+    """Accuracy per intended class, keyed "0".."9"; None for a class with no samples."""
+    hits = logits.argmax(1) == labels
+    return {str(c): (hits[labels == c].float().mean().item() if (labels == c).any() else None)
+            for c in range(num_classes)}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Classifier-feature statistics of the real test set, and the real-vs-real Fréchet distance of n training
+    images against it: the floor that n generated images could reach."""
+    stats: Stats
+    baseline: float
+    n: int
+
+
+def reference(classifier: nn.Module, mnist_root: str | Path, n: int) -> Reference:
+    """Reference for scoring n samples: the whole MNIST test set, and its first n training images as baseline."""
+    stats = gaussian_stats(features(classifier, load_mnist(mnist_root, train=False)[0]))
+    baseline = features(classifier, load_mnist(mnist_root, train=True)[0][:n])
+    return Reference(stats, frechet_distance(gaussian_stats(baseline), stats), n)
+
+
+def sample_scores(classifier: nn.Module, images01: torch.Tensor, ref: Reference,
+                  labels: torch.Tensor | None = None) -> dict:
+    """fid, fid_baseline and n for generated images; with intended labels also accuracy and per_class accuracy."""
+    scores = {"fid": significant(frechet_distance(gaussian_stats(features(classifier, images01)), ref.stats)),
+              "fid_baseline": significant(ref.baseline), "n": len(images01)}
+    if labels is not None:
+        logits = predict(classifier, images01)
+        scores["accuracy"] = significant(accuracy(logits, labels))
+        scores["per_class"] = {c: None if a is None else significant(a)
+                               for c, a in per_class_accuracy(logits, labels).items()}
+    return scores
+
+
+def significant(x: float, digits: int = 6) -> float:
+    """Round to significant digits: readable JSON that still shows small differences between runs."""
+    return float(f"{x:.{digits}g}")

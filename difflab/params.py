@@ -56,6 +56,33 @@ MODEL = {
     "sigma": P(NUM, 0, 100, optional=True),
     "p_uncond": P(NUM, 0, 1, optional=True),
     "snapshots": P(list, item=P(int, 1, 10000)),
+    "train_subset": P(int, 0, 60000, optional=True),  # overrides data.train_subset for this model
+}
+
+PROMPT_LIST = P(list, item=P(str))
+PART_A_PROMPTS = {"samples": PROMPT_LIST, "photo": P(str), "edits": PROMPT_LIST,
+                  "anagrams": P(list, item=PROMPT_LIST), "hybrids": P(list, item=PROMPT_LIST)}
+FILTER = {"kernel": P(int, 1, 255), "sigma": P(NUM, 0, 100)}
+BOX = P(list, item=P(NUM, 0, 1))
+PART_A = {
+    "backbone": P(str, choices=("mnist", "deepfloyd")),
+    "seed": P(int, 0, 2**63 - 1),
+    "cfg_scale": P(NUM, 0, 100),
+    "noise_fractions": P(list, item=P(NUM, 0, 1)),
+    "stride_fraction": P(NUM, 0, 0.5),
+    "i_start": P(int, 0, 10000),
+    "show_every": P(int, 1, 10000),
+    "inference_steps": P(list, item=P(int, 1, 10000)),
+    "n_samples": P(int, 1, 256),
+    "sdedit_i_starts": P(list, item=P(int, 0, 10000)),
+    "blur": FILTER,
+    "hybrid_filter": FILTER,
+    "n_seeds": P(int, 1, 100000),
+    "mnist": {"test_indices": P(list, item=P(int, 0, 9999)), "web_text": P(str, pattern=r"\S.*"), "inpaint_box": BOX,
+              "prompts": PART_A_PROMPTS},
+    "deepfloyd": {"stage1": P(str), "stage2": P(str), "upsample": P(bool), "stage2_steps": P(int, 1, 1000),
+                  "test_images": P(list, item=P(str)), "web_image": P(str), "inpaint_box": BOX,
+                  "prompts": PART_A_PROMPTS},
 }
 
 SCHEMA: dict[str, Any] = {
@@ -63,22 +90,77 @@ SCHEMA: dict[str, Any] = {
     "device": DEVICE,
     "precision": P(str, choices=("auto", "fp32", "bf16")),
     "gamma": P(NUM, 0, 100),
-    "data": {"source": P(str), "train_subset": P(int, 0, 60000)},
+    "data": {"source": P(str), "expect": P(str, choices=("mnist", "any")), "train_subset": P(int, 0, 60000)},
     "ddpm": {"num_ts": P(int, 2, 10000), "beta1": P(NUM, 0, 1), "beta2": P(NUM, 0, 1)},
     "models": ("each", MODEL),
     "sample": {
         "n_fid": P(int, 10, 100000),
-        "sampler": P(str, choices=("default", "ddpm", "ddim", "dpmsolver", "euler", "heun")),
-        "steps": P(int, 0, 10000),
+        "ddpm_sampler": P(str, choices=("ddpm", "ddim", "dpmsolver")),
+        "ddpm_steps": P(int, 0, 10000),
+        "flow_sampler": P(str, choices=("euler", "heun")),
         "flow_steps": P(int, 1, 10000),
         "batch_size": P(int, 1, 100000),
     },
     "denoiser_eval": {"sigmas": P(list, item=P(NUM, 0, 100))},
     "sampling": ("each", {"guidance": P(str, choices=("seed", "gamma"))}),
+    "classifier": {"epochs": P(int, 1, 1000), "batch_size": P(int, 1, 65536), "lr": P(NUM, 0, 10),
+                   "max_shift": P(int, 0, 8), "train_subset": P(int, 0, 60000)},
+    "guidance_sweep": {"gammas": P(list, item=P(NUM, 0, 100)), "n": P(int, 10, 100000)},
+    "part_a": PART_A,
 }
 
-# Later sections (classifier, part_a, report, ...) register their own schema here.
+# Checks across fields that the per-key schema cannot state.
 EXTRA_CHECKS: list[Callable[[dict], None]] = []
+
+
+def _check_sweep(params: dict) -> None:
+    if not params["guidance_sweep"]["gammas"]:
+        raise ParamsError("guidance_sweep.gammas: empty; list the CFG scales to sweep, e.g. [1, 3, 5, 7]")
+
+
+EXTRA_CHECKS.append(_check_sweep)
+
+
+def _check_part_a(params: dict) -> None:
+    """Shapes the flat schema cannot state: non-empty lists, [view, p1, p2] anagrams, [low, high] hybrids, boxes,
+    and prompts the MNIST backbone can read."""
+    from difflab.backbones.mnist import parse_prompt
+    from difflab.views import VIEWS
+
+    a = params["part_a"]
+    for key in ("noise_fractions", "inference_steps", "sdedit_i_starts"):
+        if not a[key]:
+            raise ParamsError(f"part_a.{key}: empty; list at least one value")
+    for name in ("mnist", "deepfloyd"):
+        section, key = a[name], f"part_a.{name}"
+        images = section["test_indices" if name == "mnist" else "test_images"]
+        if not images:
+            raise ParamsError(f"{key}: list at least one test image")
+        box = section["inpaint_box"]
+        if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+            raise ParamsError(f"{key}.inpaint_box: got {box}; expected [top, left, bottom, right] fractions "
+                              "with top < bottom and left < right")
+        prompts = section["prompts"]
+        if not prompts["samples"]:
+            raise ParamsError(f"{key}.prompts.samples: empty; list the prompts to sample")
+        for i, item in enumerate(prompts["anagrams"]):
+            if len(item) != 3 or item[0] not in VIEWS:
+                raise ParamsError(f"{key}.prompts.anagrams[{i}]: got {item}; expected [view, upright prompt, "
+                                  f"prompt after the view] with view one of {', '.join(VIEWS)}")
+        for i, item in enumerate(prompts["hybrids"]):
+            if len(item) != 2:
+                raise ParamsError(f"{key}.prompts.hybrids[{i}]: got {item}; expected [low-pass prompt, "
+                                  "high-pass prompt]")
+    p = a["mnist"]["prompts"]
+    for text in [*p["samples"], p["photo"], *p["edits"], *(x for item in p["anagrams"] for x in item[1:]),
+                 *(x for item in p["hybrids"] for x in item)]:
+        try:
+            parse_prompt(text)
+        except ValueError as err:
+            raise ParamsError(f"part_a.mnist.prompts: {err}") from None
+
+
+EXTRA_CHECKS.append(_check_part_a)
 
 
 def _check(value: Any, spec: Any, key: str) -> None:

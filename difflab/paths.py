@@ -6,6 +6,11 @@ from difflab.train import Outputs
 MNIST = Path("data/mnist")
 MODELS = Path("models")
 REPORTS = Path("reports")
+CLASSIFIER = MODELS / "classifier.safetensors"
+PROMPT_EMBEDS = Path("data/prompt_embeds.pt")
+USER_IMAGES = Path("inputs/images")
+PART_A = REPORTS / "part_a"
+PART_A_METRICS = REPORTS / "metrics" / "part_a.json"
 
 
 def model_file(name: str) -> Path:

@@ -89,6 +89,26 @@ def loss_curve(path: str | Path, curves: dict[str, tuple[Sequence[float], Sequen
     return _save(fig, path)
 
 
+def guidance_sweep(path: str | Path, sweeps: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+                   baseline: float, *, title: str = "Classifier-free guidance sweep") -> Path:
+    """Two panels, CFG scale vs intended-class accuracy and vs Fréchet distance; sweeps maps a model to
+    (gammas, accuracies, distances); the real-vs-real distance is drawn as a dashed floor."""
+    fig, (acc, fd) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for name, (gammas, accuracies, distances) in sweeps.items():
+        acc.plot(gammas, accuracies, "o-", label=name)
+        fd.plot(gammas, distances, "o-", label=name)
+    fd.axhline(baseline, ls="--", color="gray", label="real vs real")
+    acc.set_ylabel("intended-class accuracy")
+    fd.set_ylabel("Fréchet distance (classifier features)")
+    for ax in (acc, fd):
+        ax.set_xlabel("CFG scale γ")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

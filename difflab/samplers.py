@@ -5,6 +5,7 @@ eps = eps_u + gamma * (eps_c - eps_u).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -86,7 +87,7 @@ def diffusers_scheduler(sampler: str, schedule: DDPMSchedule):
 def sample_flow(model: UNet, n: int, gen: torch.Generator, *, labels: torch.Tensor | None = None,
                 gamma: float = 5.0, sampler: str = "euler", steps: int = 50,
                 frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Integrate dx/dt = v(x, t) from noise (t = 0) to data (t = 1) with Euler or Heun steps."""
+    """Integrate dx/dt = v(x, t) from noise (t = 0) to data (t = 1) with Euler or Heun (2nd-order) steps."""
     if sampler not in FLOW_SAMPLERS:
         raise ValueError(f"unknown flow sampler {sampler!r}; expected one of {FLOW_SAMPLERS}")
     device = next(model.parameters()).device
@@ -97,7 +98,7 @@ def sample_flow(model: UNet, n: int, gen: torch.Generator, *, labels: torch.Tens
     for i in range(steps):
         t = torch.full((n,), i * dt, device=device)
         v = f(x, t)
-        if sampler == "heun":
+        if sampler == "heun" and i < steps - 1:  # the last step stays Euler, as in EDM (Karras et al. 2022)
             x_next = x + dt * v
             v = 0.5 * (v + f(x_next, t + dt))
         x = x + dt * v
@@ -111,20 +112,49 @@ def digit_labels(per_class: int) -> torch.Tensor:
     return torch.arange(NUM_CLASSES).repeat_interleave(per_class)
 
 
-def generate(model: UNet, kind: str, n: int, gen: torch.Generator, *, schedule: DDPMSchedule | None = None,
-             labels: torch.Tensor | None = None, gamma: float = 5.0, sampler: str = "default", steps: int = 0,
-             flow_steps: int = 50, frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Sample any generative kind: DDPM kinds default to ancestral sampling over all T steps, flow kinds to
-    Euler over `flow_steps`; `sampler`/`steps` pick another sampler or step count."""
+@dataclass(frozen=True)
+class SamplerChoice:
+    """Which sampler and how many steps for each model family (params.yaml `sample`)."""
+    ddpm_sampler: str = "ddpm"
+    ddpm_steps: int = 0          # 0 = all T steps
+    flow_sampler: str = "euler"
+    flow_steps: int = 50
+
+    @classmethod
+    def from_params(cls, sample: dict) -> "SamplerChoice":
+        return cls(sample["ddpm_sampler"], sample["ddpm_steps"], sample["flow_sampler"], sample["flow_steps"])
+
+    def describe(self, kind: str, num_ts: int = 300) -> str:
+        """A caption fragment, e.g. 'DPM-Solver++ sampling, 30 steps'."""
+        if kind.endswith("_ddpm"):
+            name = {"ddpm": "DDPM ancestral", "ddim": "DDIM", "dpmsolver": "DPM-Solver++"}[self.ddpm_sampler]
+            return f"{name} sampling, {self.ddpm_steps or num_ts} steps"
+        return f"{self.flow_sampler.capitalize()} integration of the flow, {self.flow_steps} steps"
+
+
+def generate(model: UNet, kind: str, n: int, gen: torch.Generator, *, choice: SamplerChoice = SamplerChoice(),
+             schedule: DDPMSchedule | None = None, labels: torch.Tensor | None = None, gamma: float = 5.0,
+             frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Sample any generative kind with the sampler `choice` names for its family."""
     if kind.endswith("_ddpm"):
-        assert schedule is not None, "DDPM sampling needs the training schedule"
-        name = "ddpm" if sampler == "default" else sampler
-        if name not in DDPM_SAMPLERS:
-            raise ValueError(f"sampler {sampler!r} does not apply to DDPM model; use one of default, {DDPM_SAMPLERS}")
-        return sample_ddpm(model, schedule, n, gen, labels=labels, gamma=gamma, sampler=name, steps=steps,
-                           frame_every=frame_every)
-    name = "euler" if sampler == "default" else sampler
-    if name not in FLOW_SAMPLERS:
-        raise ValueError(f"sampler {sampler!r} does not apply to a flow model; use one of default, {FLOW_SAMPLERS}")
-    return sample_flow(model, n, gen, labels=labels, gamma=gamma, sampler=name, steps=steps or flow_steps,
-                       frame_every=frame_every)
+        if schedule is None:
+            raise ValueError("DDPM sampling needs the training schedule")
+        return sample_ddpm(model, schedule, n, gen, labels=labels, gamma=gamma, sampler=choice.ddpm_sampler,
+                           steps=choice.ddpm_steps, frame_every=frame_every)
+    return sample_flow(model, n, gen, labels=labels, gamma=gamma, sampler=choice.flow_sampler,
+                       steps=choice.flow_steps, frame_every=frame_every)
+
+
+def generate_in_batches(model: UNet, kind: str, n: int, gen: torch.Generator, batch_size: int,
+                        precision: str = "auto", labels: torch.Tensor | None = None, **opts) -> torch.Tensor:
+    """n images (one per label when labels are given), batch by batch, quantized to 8 bits like saved samples."""
+    from difflab.runtime import autocast
+
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, n, batch_size):
+        m = min(batch_size, n - i)
+        with autocast(device, precision):
+            out.append(generate(model, kind, m, gen, labels=None if labels is None else labels[i:i + m],
+                                **opts)[0])
+    return torch.cat(out).mul(255).round().div(255)

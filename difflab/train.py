@@ -84,7 +84,8 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
         model.train()
         perm = torch.randperm(n, generator=gen, device=device)
         total, count = 0.0, 0
-        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{name} epoch {epoch}/{cfg.epochs}", leave=False)
+        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{name} epoch {epoch}/{cfg.epochs}", leave=False,
+                   mininterval=2)
         for i in bar:
             idx = perm[i:i + cfg.batch_size]
             with autocast(device, cfg.precision):

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from difflab import paths, plots  # noqa: E402
+from difflab import manifest, paths, plots  # noqa: E402
 from difflab.data import load_mnist  # noqa: E402
 from difflab.metrics import mse, psnr  # noqa: E402
 from difflab.params import load  # noqa: E402
@@ -74,7 +74,34 @@ def main() -> None:
                                  "psnr": round(torch.cat(db).mean().item(), 3)}
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps({"denoiser": metrics}, indent=2) + "\n")
+    manifest.write(OUT, figures(params, sigmas, train_sigma))
     print(json.dumps(metrics))
+
+
+def figures(params: dict, sigmas: list[float], train_sigma: float) -> list[manifest.Figure]:
+    """The manifest entries of evaluate_denoiser, in the course's order."""
+    den, pure = (f"{manifest.describe_training(params['models'][n])}, seed {params['seed']}"
+                 for n in ("denoiser", "pure_noise"))
+    figs = [manifest.Figure("noising.png", "The noising process",
+                            f"{SHOW} test digits (rows) with Gaussian noise z = x + σε at σ = "
+                            f"{', '.join(map(str, sigmas))} (columns).", "B.1.2"),
+            manifest.Figure("loss_denoiser.png", "Denoiser training loss",
+                            f"Per-step training loss (log scale) of the single-step denoiser trained at "
+                            f"σ={train_sigma} ({den}).", "B.1.2.1")]
+    figs += [manifest.Figure(f"results_epoch_{e:02d}.png", f"Denoising results after epoch {e}",
+                             f"Test digits (top), noised at σ={train_sigma} (middle), and the denoiser's output "
+                             f"(bottom) after epoch {e} ({den}).", "B.1.2.1") for e in paths.snapshots("denoiser")]
+    figs.append(manifest.Figure("ood.png", "Out-of-distribution noise levels",
+                                f"One test digit noised at each σ (top) and the final denoiser's output (bottom); "
+                                f"it was trained only at σ={train_sigma}.", "B.1.2.2"))
+    figs.append(manifest.Figure("loss_pure_noise.png", "Pure-noise denoiser training loss",
+                                f"Per-step training loss (log scale) of the UNet trained to map pure noise to digits "
+                                f"({pure}).", "B.1.2.3"))
+    figs += [manifest.Figure(f"pure_noise_epoch_{e:02d}.png", f"Denoising pure noise after epoch {e}",
+                             f"Outputs for {SHOW} pure-noise inputs after epoch {e}, beside the mean training image: "
+                             f"under an MSE loss the model learns to predict the mean of the data ({pure}).", "B.1.2.3")
+             for e in paths.snapshots("pure_noise")]
+    return figs
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """DVC stage sample@<name>: sample grids at each snapshot epoch, a GIF of the sampling process, the loss curve,
 and the samples that the evaluation scores."""
+import json
 import sys
 from pathlib import Path
 
@@ -8,11 +9,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from difflab import paths, plots  # noqa: E402
+from difflab import manifest, paths, plots  # noqa: E402
+from difflab.classifier import load_classifier  # noqa: E402
+from difflab.metrics import reference, sample_scores  # noqa: E402
 from difflab.objectives import is_class_conditional  # noqa: E402
 from difflab.params import load  # noqa: E402
 from difflab.runtime import autocast, generator, resolve_device, seed_everything  # noqa: E402
-from difflab.samplers import digit_labels, generate  # noqa: E402
+from difflab.samplers import SamplerChoice, digit_labels, generate, generate_in_batches  # noqa: E402
 from difflab.schedule import DDPMSchedule  # noqa: E402
 from difflab.training_log import read_curve  # noqa: E402
 from difflab.weights import load_model  # noqa: E402
@@ -31,7 +34,8 @@ def main(name: str) -> None:
     conditional = is_class_conditional(kind)
     labels = digit_labels(PER_CLASS) if conditional else None
     s = params["sample"]
-    opts = dict(schedule=schedule, gamma=params["gamma"], flow_steps=s["flow_steps"])
+    choice = SamplerChoice.from_params(s)
+    opts = dict(schedule=schedule, gamma=params["gamma"], choice=choice)
 
     def draw(model, n, gen, labels, **kw):
         with autocast(device, params["precision"]):
@@ -53,18 +57,62 @@ def main(name: str) -> None:
     steps, losses = read_curve(paths.train_outputs(name).live)
     plots.loss_curve(out / "loss.png", {name: (steps, losses)}, title=f"{name}: training loss", smooth=25)
 
-    gen = generator(device, params["seed"] + 1)
-    batches, fid_labels = [], digit_labels(s["n_fid"] // 10 + 1)[: s["n_fid"]] if conditional else None
-    for i in range(0, s["n_fid"], s["batch_size"]):
-        n = min(s["batch_size"], s["n_fid"] - i)
-        lab = fid_labels[i:i + n] if conditional else None
-        batches.append(draw(model, n, gen, lab, sampler=s["sampler"], steps=s["steps"])[0])
-    images = torch.cat(batches).mul(255).round().to(torch.uint8)
+    fid_labels = torch.arange(s["n_fid"]) % 10 if conditional else None
+    images = generate_in_batches(model, kind, s["n_fid"], generator(device, params["seed"] + 1), s["batch_size"],
+                                 params["precision"], fid_labels, **opts).mul(255).round().to(torch.uint8)
     tensors = {"images": images.contiguous()}
     if conditional:
         tensors["labels"] = fid_labels.contiguous()
     save_file(tensors, str(out / "samples.safetensors"))
-    print(f"[{name}] wrote {out}")
+    how = choice.describe(kind, params["ddpm"]["num_ts"]) + (f", {what}" if conditional else "")
+    scored_grid(out / "fid_samples.png", images, fid_labels, title=f"{name}: samples scored ({how})")
+
+    classifier = load_classifier(paths.CLASSIFIER, device)
+    ref = reference(classifier, paths.MNIST, s["n_fid"])
+    scores = sample_scores(classifier, images.float() / 255, ref, fid_labels)
+    metrics = paths.REPORTS / "metrics" / f"sample_{name}.json"
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps(scores, indent=2) + "\n")
+    manifest.write(out, figures(name, params, how))
+    print(f"[{name}] wrote {out}: fid {scores['fid']} (real-vs-real {scores['fid_baseline']})"
+          + (f", intended-class accuracy {scores['accuracy']}" if conditional else ""))
+
+
+def scored_grid(path: Path, images: torch.Tensor, labels: torch.Tensor | None, title: str) -> None:
+    """Up to 10 scored samples per digit (columns 0-9), or the first 40 unconditional ones."""
+    x = images.float() / 255
+    if labels is None:
+        rows = [list(x[i:i + 10]) for i in range(0, min(40, len(x)), 10)]
+        plots.image_grid(path, rows, title=title)
+        return
+    per_digit = [x[labels == d] for d in range(10)]
+    rows = [[p[r] for p in per_digit] for r in range(min(10, *(len(p) for p in per_digit)))]
+    plots.image_grid(path, rows, col_labels=[str(d) for d in range(10)], title=title)
+
+
+def figures(name: str, params: dict, how: str) -> list[manifest.Figure]:
+    """The manifest entries of sample@<name>, in the course's order."""
+    m = params["models"][name]
+    conditional = is_class_conditional(m["kind"])
+    train_sec, sample_sec = ("B.2.5", "B.2.6") if conditional else ("B.2.2", "B.2.3")
+    family = "flow-matching" if m["kind"].endswith("_fm") else "DDPM"
+    what = (f"{PER_CLASS} samples per digit (columns 0-9), CFG gamma={params['gamma']}" if conditional
+            else f"{PER_CLASS * 10} unconditional samples")
+    sampler = SamplerChoice.from_params(params["sample"]).describe(m["kind"], params["ddpm"]["num_ts"])
+    made = f"{m['kind']} UNet ({manifest.describe_training(m)}), seed {params['seed']}"
+    figs = [manifest.Figure("loss.png", f"{name}: training loss",
+                            f"Per-step training loss (log scale, moving average in bold) of the {made}.", train_sec)]
+    for epoch in paths.snapshots(name):
+        figs.append(manifest.Figure(f"epoch_{epoch:02d}.png", f"{name}: samples after epoch {epoch}",
+                                    f"{what} from the {family} model after epoch {epoch} of {m['epochs']}; "
+                                    f"{sampler}; {made}.", sample_sec))
+    figs.append(manifest.Figure("process.gif", f"{name}: the sampling process",
+                                f"The same {what} as they emerge from pure noise, every 10th step of {sampler}; "
+                                f"final model, {made}.", sample_sec))
+    figs.append(manifest.Figure("fid_samples.png", f"{name}: samples the metrics score",
+                                f"Samples from the final model that the Fréchet distance and intended-class accuracy "
+                                f"score ({params['sample']['n_fid']} in all; {how}); {made}.", "B.eval"))
+    return figs
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ def main(name: str) -> None:
     params = load()
     if name not in params["models"]:
         raise SystemExit(f"unknown model {name!r}; params.yaml `models` has: {', '.join(params['models'])}")
-    cfg = TrainConfig(**params["models"][name], seed=params["seed"], device=params["device"],
-                      precision=params["precision"])
+    settings = dict(params["models"][name])
+    subset = settings.pop("train_subset", params["data"]["train_subset"])
+    cfg = TrainConfig(**settings, seed=params["seed"], device=params["device"], precision=params["precision"])
     x, y = load_mnist(paths.MNIST, train=True)
-    if params["data"]["train_subset"]:
-        x, y = x[:params["data"]["train_subset"]], y[:params["data"]["train_subset"]]
+    if subset:
+        x, y = x[:subset], y[:subset]
     schedule = DDPMSchedule.linear(**params["ddpm"]) if cfg.kind.endswith("_ddpm") else None
     summary = train(name, cfg, x, y, paths.train_outputs(name), schedule)
     print(f"[{name}] done: {summary}")

@@ -1,0 +1,96 @@
+"""Training throughput of the spec UNets: fp32 eager (reference) vs the fast path, measured side by side.
+
+Prints images/s per config and path, achieved GFLOP/s (counted with torch.utils.flop_counter) against the bf16 and
+fp32 matmul peaks measured in the same run, and ends with `speedup: <fast / reference on D=64>`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from difflab.objectives import build_model, loss  # noqa: E402
+from difflab.runtime import autocast  # noqa: E402
+from difflab.schedule import DDPMSchedule  # noqa: E402
+
+
+def matmul_peak(dtype: torch.dtype, seconds: float) -> float:
+    """GFLOP/s of a large square matmul in `dtype` (the machine's practical limit)."""
+    a = torch.randn(2048, 2048, dtype=dtype)
+    b = torch.randn(2048, 2048, dtype=dtype)
+    a @ b
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * 2048 ** 3 * n / (time.perf_counter() - start) / 1e9
+
+
+def step_fn(kind: str, hidden: int, batch: int, fast: bool):
+    torch.manual_seed(0)
+    model = build_model(kind, hidden)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    gen, sched = torch.Generator().manual_seed(0), DDPMSchedule.linear()
+    device = torch.device("cpu")
+
+    def step():
+        with autocast(device, "auto" if fast else "fp32"):
+            value = loss(kind, model, x, y, gen, schedule=sched)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+    return step
+
+
+def flops_per_step(step) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def images_per_second(step, batch: int, seconds: float) -> float:
+    for _ in range(2):
+        step()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n < 3:
+        step()
+        n += 1
+    return batch * n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="short timings (< 1 minute in all)")
+    ap.add_argument("--kind", default="class_ddpm")
+    ap.add_argument("--batch", type=int, default=128)
+    args = ap.parse_args()
+    seconds = 2.0 if args.quick else 10.0
+    widths = (32, 64) if args.quick else (32, 64, 128)
+    peak32, peak16 = matmul_peak(torch.float32, seconds / 2), matmul_peak(torch.bfloat16, seconds / 2)
+    print(f"threads {torch.get_num_threads()}; matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+    print(f"{'config':<22}{'path':<12}{'img/s':>9}{'GFLOP/s':>10}{'% fp32 pk':>10}{'% bf16 pk':>10}")
+    speedup = None
+    for d in widths:
+        ref = fast = None
+        for path in ("fp32", "fast"):
+            step = step_fn(args.kind, d, args.batch, fast=path == "fast")
+            flops = flops_per_step(step)
+            ips = images_per_second(step, args.batch, seconds)
+            gflops = flops / args.batch * ips / 1e9
+            print(f"{args.kind} D={d} B={args.batch:<6}{path:<12}{ips:>9.0f}{gflops:>10.1f}"
+                  f"{100 * gflops / peak32:>10.0f}{100 * gflops / peak16:>10.0f}")
+            ref, fast = (ips, fast) if path == "fp32" else (ref, ips)
+        if d == 64:
+            speedup = fast / ref
+    print(f"speedup: {speedup:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The Part B class-conditioned DDPM as a Part A backbone: prompts name digits, "" is the unconditional class."""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from difflab.backbones import Backbone, posterior_variance
+from difflab.runtime import autocast
+from difflab.schedule import DDPMSchedule
+from difflab.unet import NUM_CLASSES, UNet
+from difflab.weights import load_model
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+PROMPT_FORMS = "'7', 'seven', 'a handwritten 7' or 'a handwritten seven' (any case), or '' for no digit"
+
+
+def parse_prompt(prompt: str) -> int | None:
+    """The digit a prompt names, or None for the empty (unconditional) prompt."""
+    text = " ".join(str(prompt).lower().split())
+    if not text:
+        return None
+    text = text.removeprefix("a handwritten ")
+    if len(text) == 1 and text.isdigit():
+        return int(text)
+    if text in DIGIT_WORDS:
+        return DIGIT_WORDS.index(text)
+    raise ValueError(f"the MNIST backbone cannot read the prompt {prompt!r}: name a digit as {PROMPT_FORMS}")
+
+
+class MnistBackbone(Backbone):
+    """28x28 grayscale digits in [0, 1] (the model was trained on [0, 1] data, so encode/decode only clip)."""
+
+    name = "mnist"
+    channels = 1
+
+    def __init__(self, model_path: str | Path, schedule: DDPMSchedule, device: torch.device,
+                 precision: str = "auto"):
+        self.model_path, self.schedule, self.device, self.precision = Path(model_path), schedule, device, precision
+
+    @cached_property
+    def model(self) -> UNet:
+        model, kind = load_model(self.model_path, self.device)
+        if kind != "class_ddpm":
+            raise ValueError(f"{self.model_path} is a {kind!r} model; the MNIST backbone needs the class_ddpm model")
+        return model
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        # our schedule keeps abar_0 = 1 for the clean image; its tail is diffusers' t = 0..T-1
+        return self.schedule.alphas_cumprod[1:]
+
+    @property
+    def image_size(self) -> int:
+        return 28
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """One-hot digit rows; zero rows for "" (the class vector dropped with p_uncond in training)."""
+        rows = torch.zeros(len(prompts), NUM_CLASSES)
+        for i, prompt in enumerate(prompts):
+            digit = parse_prompt(prompt)
+            if digit is not None:
+                rows[i, digit] = 1.0
+        return rows
+
+    def predict(self, x_t: torch.Tensor, t: int, embeds: torch.Tensor,
+                t_prev: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        T = self.num_train_timesteps
+        # diffusers' t is our t + 1 (our t = 0 is the clean image); the UNet takes t / T
+        tt = torch.full((len(x_t),), (t + 1) / T, device=self.device)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            eps = self.model(x_t.to(self.device), tt, embeds.to(self.device)).float()
+        if t_prev is None:
+            return eps, None
+        return eps, posterior_variance(self.alphas_cumprod, t, t_prev).to(eps).expand_as(eps)
+
+    def encode(self, images01: torch.Tensor) -> torch.Tensor:
+        return images01
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(0, 1)

@@ -1,0 +1,135 @@
+"""A small MNIST CNN whose logits score intended-class accuracy and whose penultimate features feed the Fréchet
+distance; trained deterministically in the pipeline and saved as safetensors."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from difflab.runtime import autocast, generator, resolve_device, seed_everything
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+FEATURES = 128
+EVAL_BATCH = 1000
+
+
+class Classifier(nn.Module):
+    """conv32 -> conv64 -> fc128 -> 10; takes images in [0, 1] and normalizes them itself.
+
+    Stride-2 convolutions instead of conv + max-pool: the same 28 -> 14 -> 7 maps at a quarter of the CPU time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, FEATURES), nn.ReLU(),
+        )
+        self.head = nn.Linear(FEATURES, 10)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - MNIST_MEAN) / MNIST_STD)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+@dataclass
+class ClassifierConfig:
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    max_shift: int = 1         # random translation of up to this many pixels per axis
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by an integer offset in [-max_shift, max_shift]^2, filling with black."""
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=gen, device=gen.device).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+    return padded[torch.arange(n, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
+def train_classifier(x: torch.Tensor, y: torch.Tensor, cfg: ClassifierConfig) -> Classifier:
+    """Adam with a cosine learning-rate decay over in-memory shuffled batches; deterministic given cfg.seed."""
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    gen = generator(device, cfg.seed)
+    model = Classifier().to(device)
+    steps_per_epoch = -(-len(x) // cfg.batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps_per_epoch)
+    x, y = x.to(device), y.to(device)
+    model.train()
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(x), generator=gen, device=device)
+        for i in range(0, len(x), cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            with autocast(device, cfg.precision):
+                loss = F.cross_entropy(model(random_shift(x[idx], cfg.max_shift, gen)), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+@torch.inference_mode()
+def _batched(fn, model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return torch.cat([fn(images01[i:i + EVAL_BATCH].to(device).float()).float().cpu()
+                      for i in range(0, len(images01), EVAL_BATCH)])
+
+
+def predict(model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
+    """Logits N×10 (fp32, on the CPU) for images N×1×28×28 in [0, 1]."""
+    return _batched(model, model, images01)
+
+
+def features(model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
+    """Penultimate (fc128, post-ReLU) features N×128 (fp32, on the CPU) for images N×1×28×28 in [0, 1]."""
+    return _batched(model.embed, model, images01)
+
+
+def save_classifier(path: str | Path, model: Classifier) -> None:
+    """Write fp32 weights atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"config": json.dumps({"kind": "mnist_classifier"})})
+    os.replace(tmp, path)
+
+
+def load_classifier(path: str | Path = "models/classifier.safetensors",
+                    device: torch.device | str = "cpu") -> nn.Module:
+    """The trained classifier in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier {path} is missing; run `dvc repro classifier`")
+    try:
+        with safe_open(str(path), "pt") as f:
+            kind = json.loads((f.metadata() or {})["config"])["kind"]
+        state = load_file(str(path))
+    except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as err:
+        raise ValueError(f"{path} is corrupt or not a difflab classifier ({err}); "
+                         f"delete it and run `dvc repro classifier`") from err
+    if kind != "mnist_classifier":
+        raise ValueError(f"{path} holds a {kind!r}, not the MNIST classifier; run `dvc repro classifier`")
+    model = Classifier()
+    model.load_state_dict(state)
+    return model.to(device).eval()

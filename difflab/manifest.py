@@ -1,0 +1,52 @@
+"""manifest.json: the list of figures a stage wrote into its out dir, with what the report says about each."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Figure:
+    file: str      # relative to the manifest's directory
+    title: str
+    caption: str   # what the reader sees, and the params that made it
+    section: str   # course section id, e.g. "A.1.4" or "B.2.6"
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def write(directory: str | Path, figures: list[Figure]) -> Path:
+    """Write <directory>/manifest.json; every listed file must already exist there."""
+    directory = Path(directory)
+    missing = [f.file for f in figures if not (directory / f.file).is_file()]
+    if missing:
+        raise ManifestError(f"{directory}: manifest lists files that were not written: {', '.join(missing)}")
+    path = directory / NAME
+    path.write_text(json.dumps([asdict(f) for f in figures], indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def read(directory: str | Path) -> list[Figure]:
+    """The figures in <directory>/manifest.json ([] when there is none)."""
+    path = Path(directory) / NAME
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text())
+        return [Figure(**{k: str(e[k]) for k in ("file", "title", "caption", "section")}) for e in entries]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ManifestError(f"{path}: not a list of {{file, title, caption, section}} entries ({err}); "
+                            "re-run the stage that wrote it") from err
+
+
+def describe_training(m: dict) -> str:
+    """One phrase naming the training params of a `models.<name>` entry, for captions."""
+    schedule = "exponential lr decay to 0.1x" if m["lr_decay"] else "constant lr"
+    clip = f", grad-norm clip {m['grad_clip']}" if m["grad_clip"] else ""
+    return (f"hidden D={m['hidden']}, {m['epochs']} epochs, batch {m['batch_size']}, Adam lr {m['lr']:g} "
+            f"with {schedule}{clip}")

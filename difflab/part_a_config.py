@@ -1,0 +1,51 @@
+"""Part A settings from params.yaml `part_a`, with the prompts of the chosen backbone."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """samples: A.0; photo: the generic prompt ("a high quality photo") of A.1.3-1.7.2; edits: A.1.7.3, one per
+    test image; anagrams: (view, upright prompt, transformed prompt); hybrids: (low-pass prompt, high-pass prompt)."""
+    samples: tuple[str, ...]
+    photo: str
+    edits: tuple[str, ...]
+    anagrams: tuple[tuple[str, str, str], ...]
+    hybrids: tuple[tuple[str, str], ...]
+
+    def all(self) -> list[str]:
+        """Every prompt Part A embeds, "" (unconditional) first, without repeats."""
+        found = ["", *self.samples, self.photo, *self.edits, *(p for a in self.anagrams for p in a[1:]),
+                 *(p for h in self.hybrids for p in h)]
+        return list(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class PartAConfig:
+    """Everything a Part A run reads from params; blur and hybrid_filter are (kernel, sigma) at 64 px."""
+    seed: int
+    cfg_scale: float
+    noise_fractions: tuple[float, ...]
+    stride_fraction: float
+    i_start: int
+    show_every: int
+    inference_steps: tuple[int, ...]
+    n_samples: int
+    sdedit_i_starts: tuple[int, ...]
+    blur: tuple[int, float]
+    hybrid_filter: tuple[int, float]
+    n_seeds: int
+    prompts: Prompts
+
+    @classmethod
+    def from_params(cls, params: dict) -> "PartAConfig":
+        """The part_a section of validated params, with the prompts of the chosen backbone."""
+        a = params["part_a"]
+        p = a[a["backbone"]]["prompts"]
+        prompts = Prompts(tuple(p["samples"]), p["photo"], tuple(p["edits"]),
+                          tuple(tuple(x) for x in p["anagrams"]), tuple(tuple(x) for x in p["hybrids"]))
+        return cls(a["seed"], float(a["cfg_scale"]), tuple(a["noise_fractions"]), a["stride_fraction"],
+                   a["i_start"], a["show_every"], tuple(a["inference_steps"]), a["n_samples"],
+                   tuple(a["sdedit_i_starts"]), (a["blur"]["kernel"], a["blur"]["sigma"]),
+                   (a["hybrid_filter"]["kernel"], a["hybrid_filter"]["sigma"]), a["n_seeds"], prompts)

@@ -1,0 +1,239 @@
+"""reports/index.html: every deliverable from the stages' manifests in the course's order, metric tables built with
+pandas from the metrics JSON and DVCLive logs, and the params that made them. Relative links only, so the page
+opens from file:// and travels with the reports/ directory."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from difflab import manifest, plots
+from difflab.samplers import SamplerChoice
+from difflab.training_log import read_curve
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+PARTS = {"A": "Part A: The Power of Diffusion Models", "B": "Part B: Diffusion and Flow Models from Scratch (MNIST)"}
+SECTIONS = {
+    "A.0": "Setup: sampling from the model",
+    "A.1.1": "Implementing the forward process",
+    "A.1.2": "Classical denoising",
+    "A.1.3": "One-step denoising",
+    "A.1.4": "Iterative denoising",
+    "A.1.5": "Diffusion model sampling",
+    "A.1.6": "Classifier-free guidance",
+    "A.1.7": "Image-to-image translation (SDEdit)",
+    "A.1.7.1": "Editing hand-drawn and web images",
+    "A.1.7.2": "Inpainting",
+    "A.1.7.3": "Text-conditional image-to-image translation",
+    "A.1.8": "Visual anagrams",
+    "A.1.9": "Hybrid images",
+    "A.eval": "Part A numbers",
+    "B.1.2": "Using the UNet to train a denoiser",
+    "B.1.2.1": "Training the single-step denoiser",
+    "B.1.2.2": "Out-of-distribution testing",
+    "B.1.2.3": "Denoising pure noise",
+    "B.2.2": "Training the time-conditioned UNet",
+    "B.2.3": "Sampling from the time-conditioned UNet",
+    "B.2.5": "Training the class-conditioned UNet",
+    "B.2.6": "Sampling from the class-conditioned UNet",
+    "B.eval": "Measured results: Fréchet distance, intended-class accuracy, guidance sweep",
+}
+
+
+@dataclass
+class Figure:
+    src: str        # relative to reports/
+    title: str
+    caption: str
+    missing: bool = False
+
+
+@dataclass
+class Table:
+    title: str
+    html: str
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def section_key(section_id: str) -> tuple:
+    """Course order: A before B, numbers numerically, named sections (B.eval) after the numbered ones."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in section_id.split("."))
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _html(df: pd.DataFrame, **kw) -> str:
+    """A metrics table; the index becomes the first column, so its name heads that column."""
+    return df.reset_index().to_html(classes="metrics", border=0, na_rep="–", index=False, **kw)
+
+
+def _figures(reports: Path, directory: Path) -> dict[str, list[Figure]]:
+    """A stage's manifest entries grouped by section, with paths made relative to reports/."""
+    out: dict[str, list[Figure]] = {}
+    for f in manifest.read(directory):
+        path = directory / f.file
+        out.setdefault(f.section, []).append(Figure(path.relative_to(reports).as_posix(), f.title, f.caption,
+                                                    missing=not path.is_file()))
+    return out
+
+
+def denoiser_table(metrics: dict) -> Table:
+    """Test MSE / PSNR of the final denoiser at each noise level."""
+    rows = {float(k.removeprefix("sigma_")): v for k, v in metrics["denoiser"].items()}
+    df = pd.DataFrame.from_dict(rows, orient="index").rename_axis("σ")
+    return Table("Denoiser on the test digits", _html(df, float_format=lambda v: f"{v:.4g}"),
+                 "Mean squared error and PSNR (dB) of the clamped output against the clean digit, per noise level σ.")
+
+
+def sample_quality_table(scores: dict[str, dict], params: dict) -> Table:
+    """One row per sampled model: Fréchet distance beside the real-vs-real baseline, and intended-class accuracy."""
+    rows = []
+    for name, s in scores.items():
+        guided = "accuracy" in s
+        rows.append({"model": name, "kind": params["models"].get(name, {}).get("kind", "?"),
+                     "CFG γ": f"{params['gamma']:g}" if guided else None, "n": s["n"],
+                     "Fréchet distance": s["fid"], "real vs real": s["fid_baseline"],
+                     "ratio": s["fid"] / s["fid_baseline"] if s["fid_baseline"] else None,
+                     "intended-class accuracy": s.get("accuracy")})
+    df = pd.DataFrame(rows).set_index("model")
+    choice = SamplerChoice.from_params(params["sample"])
+    how = "; ".join(sorted({choice.describe(kind, params["ddpm"]["num_ts"]) for kind in ("x_ddpm", "x_fm")}))
+    return Table("Sample quality", _html(df, float_format=lambda v: f"{v:.3f}"),
+                 f"Fréchet distance between the classifier's 128-d penultimate features of n generated digits and of "
+                 f"the MNIST test digits; 'real vs real' is the same distance for the first n training digits, the "
+                 f"floor for this n. Samplers: {how}. Intended-class accuracy "
+                 f"is the share of class-conditioned samples the classifier labels as the digit asked for.")
+
+
+def per_class_table(scores: dict[str, dict]) -> Table | None:
+    """Intended-class accuracy per digit for the class-conditioned models."""
+    rows = {name: s["per_class"] for name, s in scores.items() if "per_class" in s}
+    if not rows:
+        return None
+    df = pd.DataFrame.from_dict(rows, orient="index").astype(float).rename_axis("model")
+    return Table("Intended-class accuracy per digit", _html(df, float_format=lambda v: f"{v:.2f}"),
+                 "Share of samples conditioned on each digit (columns) that the classifier assigns to that digit.")
+
+
+def guidance_table(metrics: dict) -> Table:
+    """Accuracy and Fréchet distance per model and CFG scale."""
+    rows = [{"model": name, "γ": float(key.removeprefix("gamma_")), **vals}
+            for name, by_gamma in metrics.items() if isinstance(by_gamma, dict) for key, vals in by_gamma.items()]
+    df = pd.DataFrame(rows).pivot(index="γ", columns="model", values=["accuracy", "fid"])
+    names = {"accuracy": "accuracy", "fid": "Fréchet distance"}
+    df.columns = [f"{model} {names[value]}" for value, model in df.columns]
+    return Table("Guidance sweep", _html(df, float_format=lambda v: f"{v:.3f}"),
+                 f"{metrics['n']} samples per point; real-vs-real Fréchet distance at this n: "
+                 f"{metrics['fid_baseline']}.")
+
+
+def training_table(live: dict[str, Path]) -> Table | None:
+    """Steps, epochs and losses of every training run, read from its DVCLive logs."""
+    rows = []
+    for name, d in live.items():
+        steps, losses = read_curve(d)
+        _, epochs = read_curve(d, "epoch/loss")
+        rows.append({"model": name, "steps": len(steps), "epochs": len(epochs), "first epoch loss": epochs[0],
+                     "final epoch loss": epochs[-1], "min step loss": min(losses)})
+    if not rows:
+        return None
+    return Table("Training runs", _html(pd.DataFrame(rows).set_index("model"), float_format=lambda v: f"{v:.4g}"),
+                 "From each model's DVCLive logs (reports/train/<model>): per-epoch mean training loss.")
+
+
+def loss_curves_png(live: dict[str, Path]) -> str | None:
+    """Every model's training loss on one log-scale chart, as a data: URI so the page needs no extra file."""
+    curves = {name: read_curve(d) for name, d in live.items()}
+    if not curves:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plots.loss_curve(Path(tmp) / "loss.png", curves, title="Training loss, every model", smooth=25)
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def flat_table(title: str, metrics: dict, caption: str) -> Table:
+    """Any metrics JSON as a key/value table (nested keys joined with dots)."""
+    flat = pd.json_normalize(metrics, sep=".").T.rename(columns={0: "value"}).rename_axis("metric")
+    flat["value"] = [f"{v:.6g}" if isinstance(v, float) else v for v in flat["value"]]
+    return Table(title, _html(flat), caption)
+
+
+def build(reports: str | Path, params: dict) -> dict:
+    """Everything the template needs, read from the reports tree."""
+    reports = Path(reports)
+    metrics_dir = reports / "metrics"
+    figures: dict[str, list[Figure]] = {}
+    sample_dirs = [reports / "samples" / name for name in params.get("sampling", {})]
+    for directory in [reports / "part_a", reports / "denoiser", reports / "guidance", *sample_dirs]:
+        for section, figs in _figures(reports, directory).items():
+            figures.setdefault(section, []).extend(figs)
+    sections = {sid: Section(sid, SECTIONS.get(sid, sid), figs) for sid, figs in figures.items()}
+
+    def section(sid: str) -> Section:
+        return sections.setdefault(sid, Section(sid, SECTIONS.get(sid, sid)))
+
+    part_a_run = (reports / "part_a" / manifest.NAME).is_file()
+    if part_a_run and (pa := _read_json(metrics_dir / "part_a.json")):
+        section("A.eval").tables.append(flat_table("Part A numbers", pa, "From reports/metrics/part_a.json."))
+    if den := _read_json(metrics_dir / "denoiser.json"):
+        section("B.1.2.2").tables.append(denoiser_table(den))
+
+    scores = {name: s for name in params.get("sampling", {})
+              if (s := _read_json(metrics_dir / f"sample_{name}.json")) is not None}
+    live = {name: reports / "train" / name for name in params.get("models", {})
+            if (reports / "train" / name / "plots" / "metrics" / "train" / "loss.tsv").is_file()}
+    ev = section("B.eval")
+    if clf := _read_json(metrics_dir / "classifier.json"):
+        ev.notes.append(f"The scoring classifier (conv32 → conv64 → fc128 → 10, trained in the pipeline) labels "
+                        f"{clf['test_accuracy']:.2%} of the {clf['n_test']:,} MNIST test digits correctly.")
+    if scores:
+        ev.tables.append(sample_quality_table(scores, params))
+        if table := per_class_table(scores):
+            ev.tables.append(table)
+    if sweep := _read_json(metrics_dir / "guidance.json"):
+        ev.tables.append(guidance_table(sweep))
+    if table := training_table(live):
+        ev.tables.append(table)
+
+    parts = []
+    for letter, title in PARTS.items():
+        secs = sorted((s for s in sections.values() if s.id.split(".")[0] == letter), key=lambda s: section_key(s.id))
+        parts.append({"id": letter, "title": title, "sections": secs,
+                      "missing": None if letter != "A" or part_a_run else
+                      "Part A not run: reports/part_a/manifest.json does not exist yet (`dvc repro part_a`)."})
+    return {"parts": parts, "loss_curves": loss_curves_png(live), "params": yaml.safe_dump(params, sort_keys=False),
+            "gamma": params.get("gamma"), "seed": params.get("seed")}
+
+
+def render(reports: str | Path, params: dict) -> str:
+    """The report page as a string."""
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["anchor"] = lambda s: "sec-" + re.sub(r"[^A-Za-z0-9]+", "-", s)
+    return env.get_template("report.html.j2").render(**build(reports, params))
+
+
+def write(reports: str | Path, params: dict) -> Path:
+    """Render reports/index.html."""
+    path = Path(reports) / "index.html"
+    path.write_text(render(reports, params))
+    return path

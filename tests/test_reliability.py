@@ -1,0 +1,112 @@
+"""Reliability end to end: a killed training stage resumes to the same bytes, outputs round-trip through a DVC
+remote, and queued experiments run side by side with distinct results."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run, scratch_repo
+
+TRAIN = "train@class_ddpm"
+SLOW_TRAIN = {"hidden": 8, "epochs": 4, "snapshots": [1, 4]}
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digests(root: Path, dirs=("models", "reports/metrics", "reports/samples", "data/mnist")) -> dict:
+    return {str(p.relative_to(root)): sha(p) for d in dirs for p in sorted((root / d).rglob("*")) if p.is_file()}
+
+
+def slow_repo(tmp_path: Path, name: str) -> Path:
+    root = scratch_repo(tmp_path / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["train_subset"] = 0  # all fake training digits: epochs long enough to kill one mid-way
+    params["models"]["class_ddpm"].update(SLOW_TRAIN)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_training_resumes_to_identical_bytes(tmp_path, sig):
+    reference = slow_repo(tmp_path, "reference")
+    run(["dvc", "repro", TRAIN], reference)
+    victim = slow_repo(tmp_path, "victim")
+    run(["dvc", "repro", "fetch_data"], victim)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(["dvc", "repro", TRAIN], cwd=victim, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    ckpt = victim / "checkpoints" / "class_ddpm" / "last.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training finished before it could be interrupted:\n{proc.stdout.read()}"
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=60)
+    assert not (victim / "models" / "class_ddpm.safetensors").exists()
+    resumed = run(["dvc", "repro", TRAIN], victim).stdout
+    assert "resuming after epoch" in resumed, resumed
+    for rel in ("models/class_ddpm.safetensors", "models/snapshots/class_ddpm/epoch_01.safetensors",
+                "models/snapshots/class_ddpm/epoch_04.safetensors",
+                "reports/train/class_ddpm/plots/metrics/train/loss.tsv",
+                "reports/train/class_ddpm/plots/metrics/epoch/loss.tsv"):
+        assert sha(victim / rel) == sha(reference / rel), rel
+    assert not ckpt.exists()
+
+
+def test_push_pull_restores_every_output_byte_for_byte(tmp_path):
+    root = scratch_repo(tmp_path / "origin")
+    run(["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")], root)
+    run(["dvc", "repro"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "run"], root)
+    run(["dvc", "push"], root)
+    made = tree_digests(root)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    assert run(["dvc", "status", "--json"], clone).stdout.strip() in ("{}", "")
+    assert tree_digests(clone) == made
+
+    fresh = tmp_path / "fresh"
+    run(["git", "clone", "-q", str(root), str(fresh)], tmp_path)
+    out = run(["dvc", "repro", "--pull"], fresh).stdout
+    assert "Running stage" not in out, out
+    assert tree_digests(fresh) == made
+
+
+def test_two_queued_experiments_run_in_parallel_with_distinct_results(tmp_path):
+    root = scratch_repo(tmp_path / "queue")
+    run(["dvc", "repro"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "baseline"], root)
+    for gamma in (1.0, 9.0):
+        run(["dvc", "exp", "run", "--queue", "-n", f"g{gamma:g}", "-S", f"gamma={gamma}"], root)
+    run(["dvc", "queue", "start", "-j", "2"], root)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], root).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert "Failed" not in status, status + run(["dvc", "queue", "logs", "g1"], root, check=False).stdout
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], root).stdout)
+    results = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            rev = exp["revs"][0]
+            data = rev["data"]
+            gamma = data["params"]["params.yaml"]["data"]["gamma"]
+            metrics = data["metrics"]["reports/metrics/sample_class_ddpm.json"]["data"]
+            results[exp.get("name") or rev.get("name")] = (gamma, metrics["fid"])
+    assert {g for g, _ in results.values()} == {1.0, 9.0}, results
+    assert len({fid for _, fid in results.values()}) == 2, results

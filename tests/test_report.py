@@ -1,0 +1,150 @@
+"""The HTML report: rendered from a tiny fake reports tree, then opened in headless Chromium, where every image
+must decode and no script error may occur."""
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from difflab import manifest, report
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+PROBE = """<script>
+window.__errors = [];
+window.onerror = function (msg) { window.__errors.push(String(msg)); };
+window.addEventListener("error", function (e) {
+  if (e.target && e.target.tagName) window.__errors.push("failed to load " + (e.target.src || e.target.href));
+}, true);
+window.addEventListener("load", function () {
+  var out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({
+    images: Array.from(document.images).map(function (i) {
+      return [i.getAttribute("src").slice(0, 60), i.naturalWidth];
+    }),
+    errors: window.__errors});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def png(path: Path, seed: int, size=(120, 80)) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8)).save(path)
+
+
+def gif(path: Path) -> None:
+    frames = [Image.fromarray(np.full((40, 40), v, dtype=np.uint8)) for v in (0, 128, 255)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=80, loop=0)
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def fake_reports(root: Path, part_a: bool) -> tuple[Path, dict]:
+    """A reports tree shaped like the pipeline's: manifests, figures, metrics JSON and DVCLive TSVs."""
+    reports = root / "reports"
+    png(reports / "denoiser" / "ood.png", 0)
+    manifest.write(reports / "denoiser", [manifest.Figure("ood.png", "OOD", "Denoised at several σ.", "B.1.2.2")])
+    samples = reports / "samples" / "class_ddpm"
+    png(samples / "epoch_01.png", 1), png(samples / "fid_samples.png", 2), gif(samples / "process.gif")
+    manifest.write(samples, [manifest.Figure("epoch_01.png", "Epoch 1", "Samples & <digits>.", "B.2.6"),
+                             manifest.Figure("process.gif", "Process", "Noise to digits.", "B.2.6"),
+                             manifest.Figure("fid_samples.png", "Scored", "Scored samples.", "B.eval")])
+    png(reports / "guidance" / "sweep.png", 3)
+    manifest.write(reports / "guidance", [manifest.Figure("sweep.png", "Sweep", "γ sweep.", "B.eval")])
+    m = reports / "metrics"
+    write_json(m / "denoiser.json", {"denoiser": {"sigma_0.0": {"mse": 0.001, "psnr": 30.1},
+                                                  "sigma_0.5": {"mse": 0.01, "psnr": 20.2}}})
+    write_json(m / "classifier.json", {"test_accuracy": 0.9918, "n_test": 10000})
+    write_json(m / "sample_class_ddpm.json", {"fid": 3.2, "fid_baseline": 0.4, "n": 100, "accuracy": 0.9,
+                                              "per_class": {str(d): 0.9 for d in range(10)}})
+    write_json(m / "guidance.json", {"fid_baseline": 0.4, "n": 100,
+                                     "class_ddpm": {"gamma_1": {"accuracy": 0.5, "fid": 4.0},
+                                                    "gamma_7": {"accuracy": 0.95, "fid": 5.0}}})
+    live = reports / "train" / "class_ddpm" / "plots" / "metrics"
+    (live / "train").mkdir(parents=True), (live / "epoch").mkdir(parents=True)
+    (live / "train" / "loss.tsv").write_text("step\tloss\n" + "".join(f"{i}\t{1 / (i + 1)}\n" for i in range(60)))
+    (live / "epoch" / "loss.tsv").write_text("step\tloss\n29\t0.1\n59\t0.05\n")
+    if part_a:
+        png(reports / "part_a" / "1_1_forward.png", 4)
+        png(reports / "part_a" / "0_samples.png", 5)
+        manifest.write(reports / "part_a", [manifest.Figure("1_1_forward.png", "Forward", "x_t.", "A.1.1"),
+                                            manifest.Figure("0_samples.png", "Samples", "Prompts.", "A.0")])
+        write_json(m / "part_a.json", {"stride": 30, "one_step": {"psnr": 18.5}})
+    params = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
+    return reports, params
+
+
+def test_sections_follow_the_course_order():
+    ids = ["B.eval", "B.2.6", "A.1.10", "A.1.9", "B.1.2.1", "A.0", "A.1.7.3", "B.1.2"]
+    assert sorted(ids, key=report.section_key) == ["A.0", "A.1.7.3", "A.1.9", "A.1.10", "B.1.2", "B.1.2.1",
+                                                   "B.2.6", "B.eval"]
+
+
+def test_without_part_a_the_page_says_so_and_keeps_part_b(tmp_path):
+    reports, params = fake_reports(tmp_path, part_a=False)
+    page = report.render(reports, params)
+    assert "Part A not run" in page
+    assert 'src="samples/class_ddpm/process.gif"' in page and "Samples &amp; &lt;digits&gt;." in page
+    for text in ("99.18%", "Sample quality", "Intended-class accuracy per digit", "Guidance sweep", "Training runs",
+                 "Denoiser on the test digits", "data:image/png;base64,"):
+        assert text in page, text
+    order = [page.index(f'<span class="sid">{s}</span>') for s in ("B.1.2.2", "B.2.6", "B.eval")]
+    assert order == sorted(order)
+
+
+def test_with_part_a_its_figures_come_first_in_course_order(tmp_path):
+    reports, params = fake_reports(tmp_path, part_a=True)
+    page = report.render(reports, params)
+    assert "Part A not run" not in page
+    assert page.index('src="part_a/0_samples.png"') < page.index('src="part_a/1_1_forward.png"') \
+        < page.index('src="denoiser/ood.png"')
+    assert "one_step.psnr" in page
+
+
+def test_every_link_is_relative(tmp_path):
+    reports, params = fake_reports(tmp_path, part_a=True)
+    page = report.render(reports, params)
+    for src in re.findall(r'(?:src|href)="([^"]+)"', page):
+        assert src.startswith(("data:image/png;base64,", "#")) or not re.match(r"^(/|[a-z]+:)", src), src
+
+
+def test_page_renders_in_headless_chromium(tmp_path):
+    if CHROMIUM is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is not installed; CI must install it (.ci/run does)")
+        pytest.skip("chromium is not installed")
+    reports, params = fake_reports(tmp_path, part_a=True)
+    page = report.write(reports, params)
+    probe = reports / "probe.html"
+    probe.write_text(page.read_text().replace("<head>", "<head>\n" + PROBE, 1))
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--allow-file-access-from-files",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, f"the probe did not run; chromium printed:\n{dom[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    assert result["errors"] == []
+    assert len(result["images"]) >= 8
+    assert all(width > 0 for _, width in result["images"]), result["images"]
+
+    shot = tmp_path / "report.png"
+    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,3000", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(shot) as im:
+        assert im.size == (1200, 3000) and len(np.unique(np.asarray(im.convert("L")))) > 10

@@ -1,0 +1,106 @@
+"""The UNet matches the spec's block diagram: shapes, parameter counts, conditioning paths."""
+import pytest
+import torch
+from torch import nn
+
+from difflab.objectives import build_model
+from difflab.unet import UNet, one_hot
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def conv_bn(cin, cout, k):
+    return cin * cout * k * k + cout + 2 * cout  # conv weight + bias + BN affine
+
+
+def spec_count(d: int) -> int:
+    """Parameter count of the unconditional spec UNet, derived block by block from the spec's table."""
+    conv_block = lambda cin, cout: conv_bn(cin, cout, 3) + conv_bn(cout, cout, 3)  # noqa: E731
+    return (conv_block(1, d)
+            + conv_bn(d, d, 3) + conv_block(d, d)              # DownBlock D
+            + conv_bn(d, 2 * d, 3) + conv_block(2 * d, 2 * d)  # DownBlock 2D
+            + conv_bn(2 * d, 2 * d, 7)                         # Unflatten (ConvT 7x7)
+            + conv_bn(4 * d, d, 4) + conv_block(d, d)          # UpBlock 4D -> D
+            + conv_bn(2 * d, d, 4) + conv_block(d, d)          # UpBlock 2D -> D
+            + conv_block(2 * d, d)
+            + d * 9 + 1)                                       # final Conv2d(D, 1, 3)
+
+
+def fc(cin, cout):
+    return cin * cout + cout + cout * cout + cout
+
+
+@pytest.mark.parametrize("d", [4, 16, 128])
+def test_parameter_counts_follow_the_spec(d):
+    assert n_params(UNet(d)) == spec_count(d)
+    assert n_params(UNet(d, "time")) == spec_count(d) + fc(1, 2 * d) + fc(1, d)
+    assert n_params(UNet(d, "class")) == spec_count(d) + fc(1, 2 * d) + fc(1, d) + fc(10, 2 * d) + fc(10, d)
+
+
+def test_shapes_and_intermediate_resolutions():
+    m = UNet(8, "class").eval()
+    x = torch.randn(3, 1, 28, 28)
+    assert m.down1(m.conv_in(x)).shape == (3, 8, 14, 14)
+    assert m.down2(m.down1(m.conv_in(x))).shape == (3, 16, 7, 7)
+    assert m.flatten(m.down2(m.down1(m.conv_in(x)))).shape == (3, 16, 1, 1)
+    assert m(x, torch.rand(3), one_hot(torch.tensor([1, 2, 3]))).shape == (3, 1, 28, 28)
+
+
+def _block_inputs(m, *args):
+    """Inputs of up1 and up2: they hold the Unflatten and first-UpBlock activations after modulation."""
+    seen = {}
+    hooks = [getattr(m, n).register_forward_pre_hook(lambda mod, a, n=n: seen.__setitem__(n, a[0].clone()))
+             for n in ("up1", "up2")]
+    out = m(*args)
+    for h in hooks:
+        h.remove()
+    return out, seen
+
+
+def _differ(a, b):
+    return (a - b).abs().max() > 1e-3 * a.abs().max()
+
+
+@pytest.mark.parametrize("kind", ["time_ddpm", "time_fm", "class_ddpm", "class_fm"])
+def test_conditioning_changes_both_modulated_activations(kind):
+    torch.manual_seed(0)
+    m = build_model(kind, 8).eval()
+    x = torch.randn(2, 1, 28, 28)
+    c = one_hot(torch.tensor([3, 3])) if kind.startswith("class") else None
+    out_a, a = _block_inputs(m, x, torch.tensor([0.1, 0.1]), c)
+    out_b, b = _block_inputs(m, x, torch.tensor([0.9, 0.9]), c)
+    assert _differ(a["up1"], b["up1"]) and _differ(a["up2"], b["up2"]), "time embedding has no effect"
+    assert not torch.equal(out_a, out_b)
+    if c is not None:
+        out_o, o = _block_inputs(m, x, torch.tensor([0.1, 0.1]), one_hot(torch.tensor([7, 7])))
+        _, u = _block_inputs(m, x, torch.tensor([0.1, 0.1]), torch.zeros(2, 10))
+        assert _differ(a["up1"], o["up1"]) and _differ(a["up2"], o["up2"]), "class embedding has no effect"
+        assert _differ(a["up1"], u["up1"]) and not torch.equal(out_a, out_o)
+
+
+def test_modulation_kinds_follow_the_spec():
+    assert build_model("class_ddpm", 4).modulation == "add"
+    assert build_model("class_fm", 4).modulation == "mul"
+    assert build_model("denoiser", 4).conditioning == "none"
+    m = UNet(4, "time", "mul")
+    h, t = torch.randn(2, 8, 7, 7), torch.randn(2, 8)
+    assert torch.equal(m._modulate(h, t, None), t[:, :, None, None] * h)
+    m.modulation = "add"
+    c = torch.randn(2, 8)
+    assert torch.allclose(m._modulate(h, t, c), c[:, :, None, None] * h + t[:, :, None, None])
+
+
+def test_missing_conditioning_is_a_clear_error():
+    with pytest.raises(ValueError, match="pass t"):
+        UNet(4, "time")(torch.zeros(1, 1, 28, 28))
+    with pytest.raises(ValueError, match="pass c"):
+        UNet(4, "class")(torch.zeros(1, 1, 28, 28), torch.zeros(1))
+    with pytest.raises(ValueError, match="unknown model kind"):
+        build_model("gan", 4)
+
+
+def test_one_hot_drop_zeroes_rows():
+    c = one_hot(torch.tensor([0, 9, 4]), torch.tensor([False, True, False]))
+    assert c.tolist() == [[1] + [0] * 9, [0] * 10, [0, 0, 0, 0, 1, 0, 0, 0, 0, 0]]
