@@ -1,4 +1,5 @@
 """DVC stage train@<name>: train one Part B model from params.yaml `models.<name>`."""
+import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from difflab.train import TrainConfig, train  # noqa: E402
 
 
 def main(name: str) -> None:
+    # DVC starts stages with SIGINT ignored; restore Ctrl-C so an interrupted run stops at once and resumes later.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     params = load()
     if name not in params["models"]:
         raise SystemExit(f"unknown model {name!r}; params.yaml `models` has: {', '.join(params['models'])}")
