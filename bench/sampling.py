@@ -27,7 +27,8 @@ from difflab.weights import load_model  # noqa: E402
 def run(model, kind, choice, n, params, classifier, ref, schedule) -> dict:
     labels = torch.arange(n) % 10
     start = time.perf_counter()
-    images = generate_in_batches(model, kind, n, generator(torch.device("cpu"), params["seed"] + 1), 500,
+    images = generate_in_batches(model, kind, n, generator(torch.device("cpu"), params["seed"] + 1),
+                                 params["sample"]["batch_size"],
                                  params["precision"], labels, schedule=schedule, gamma=params["gamma"], choice=choice)
     seconds = time.perf_counter() - start
     scores = sample_scores(classifier, images, ref, labels)
@@ -45,7 +46,8 @@ def main() -> None:
     ref = reference(classifier, paths.MNIST, n)
     schedule = DDPMSchedule.linear(**params["ddpm"])
     T = schedule.num_ts
-    ddpm_grid = [("ddpm", 0), ("ddim", 30), ("dpmsolver", 10), ("dpmsolver", 20), ("dpmsolver", 30)]
+    ddpm_grid = [("ddpm", 0), ("ddim", 30), ("dpmsolver", 10), ("dpmsolver", 20), ("dpmsolver", 30),
+                 ("dpmsolver_sde", 30)]
     flow_grid = [("euler", 10), ("euler", 50), ("heun", 10), ("heun", 25)]
     if args.quick:
         ddpm_grid, flow_grid = [("ddpm", 0), ("dpmsolver", 20)], [("euler", 50), ("heun", 10)]

@@ -32,6 +32,17 @@ def matmul_peak(dtype: torch.dtype, seconds: float) -> float:
     return 2 * 2048 ** 3 * n / (time.perf_counter() - start) / 1e9
 
 
+def cpu_name() -> str:
+    import platform
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def step_fn(kind: str, hidden: int, batch: int, fast: bool):
     torch.manual_seed(0)
     model = build_model(kind, hidden)
@@ -74,7 +85,8 @@ def main() -> None:
     seconds = 2.0 if args.quick else 10.0
     widths = (32, 64) if args.quick else (32, 64, 128)
     peak32, peak16 = matmul_peak(torch.float32, seconds / 2), matmul_peak(torch.bfloat16, seconds / 2)
-    print(f"threads {torch.get_num_threads()}; matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+    print(f"{cpu_name()}, threads {torch.get_num_threads()}; matmul peak: fp32 {peak32:.0f} GFLOP/s, "
+          f"bf16 {peak16:.0f} GFLOP/s; bf16/fp32 peak ratio {peak16 / peak32:.2f} (the ceiling of any bf16 speedup)")
     print(f"{'config':<22}{'path':<12}{'img/s':>9}{'GFLOP/s':>10}{'% fp32 pk':>10}{'% bf16 pk':>10}")
     speedup = None
     for d in widths:

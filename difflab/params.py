@@ -13,6 +13,7 @@ from typing import Any, Callable
 import yaml
 
 from difflab.objectives import KINDS
+from difflab.samplers import DDPM_SAMPLERS, FLOW_SAMPLERS
 
 
 class ParamsError(ValueError):
@@ -95,9 +96,9 @@ SCHEMA: dict[str, Any] = {
     "models": ("each", MODEL),
     "sample": {
         "n_fid": P(int, 10, 100000),
-        "ddpm_sampler": P(str, choices=("ddpm", "ddim", "dpmsolver")),
+        "ddpm_sampler": P(str, choices=DDPM_SAMPLERS),
         "ddpm_steps": P(int, 0, 10000),
-        "flow_sampler": P(str, choices=("euler", "heun")),
+        "flow_sampler": P(str, choices=FLOW_SAMPLERS),
         "flow_steps": P(int, 1, 10000),
         "batch_size": P(int, 1, 100000),
     },

@@ -13,7 +13,8 @@ import torch
 from difflab.schedule import DDPMSchedule
 from difflab.unet import NUM_CLASSES, UNet, one_hot
 
-DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver")
+DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_sde")
+STOCHASTIC = ("ddpm", "dpmsolver_sde")
 FLOW_SAMPLERS = ("euler", "heun")
 
 
@@ -61,7 +62,7 @@ def sample_ddpm(model: UNet, schedule: DDPMSchedule, n: int, gen: torch.Generato
         # diffusers timestep td (0-based) is our t = td + 1
         tt = torch.full((n,), int(td) + 1, device=device)
         eps = f(x, tt / T)
-        x = scheduler.step(eps, td, x, generator=gen if sampler == "ddpm" else None).prev_sample
+        x = scheduler.step(eps, td, x, generator=gen if sampler in STOCHASTIC else None).prev_sample
         if _frames(frame_every, i, len(scheduler.timesteps)):
             frames.append(x.clamp(0, 1).cpu())
     return x.clamp(0, 1).cpu(), frames
@@ -77,8 +78,9 @@ def diffusers_scheduler(sampler: str, schedule: DDPMSchedule):
         return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
     if sampler == "ddim":
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
-    if sampler == "dpmsolver":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+    if sampler in ("dpmsolver", "dpmsolver_sde"):
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++" if sampler == "dpmsolver"
+                                           else "sde-dpmsolver++", solver_order=2,
                                            timestep_spacing="trailing", final_sigmas_type="zero")
     raise ValueError(f"unknown DDPM sampler {sampler!r}; expected one of {DDPM_SAMPLERS}")
 
@@ -124,11 +126,19 @@ class SamplerChoice:
     def from_params(cls, sample: dict) -> "SamplerChoice":
         return cls(sample["ddpm_sampler"], sample["ddpm_steps"], sample["flow_sampler"], sample["flow_steps"])
 
+    def steps(self, kind: str, num_ts: int = 300) -> int:
+        return (self.ddpm_steps or num_ts) if kind.endswith("_ddpm") else self.flow_steps
+
+    def frame_every(self, kind: str, num_ts: int = 300, frames: int = 30) -> int:
+        """Record every k-th step so that a sampling GIF has about `frames` frames."""
+        return max(1, self.steps(kind, num_ts) // frames)
+
     def describe(self, kind: str, num_ts: int = 300) -> str:
         """A caption fragment, e.g. 'DPM-Solver++ sampling, 30 steps'."""
         if kind.endswith("_ddpm"):
-            name = {"ddpm": "DDPM ancestral", "ddim": "DDIM", "dpmsolver": "DPM-Solver++"}[self.ddpm_sampler]
-            return f"{name} sampling, {self.ddpm_steps or num_ts} steps"
+            name = {"ddpm": "DDPM ancestral", "ddim": "DDIM", "dpmsolver": "DPM-Solver++",
+                    "dpmsolver_sde": "SDE-DPM-Solver++"}[self.ddpm_sampler]
+            return f"{name} sampling, {self.steps(kind, num_ts)} steps"
         return f"{self.flow_sampler.capitalize()} integration of the flow, {self.flow_steps} steps"
 
 

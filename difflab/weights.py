@@ -25,7 +25,8 @@ def save_model(path: str | Path, model: UNet, kind: str) -> None:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[UNet, str]:
-    """Rebuild a saved UNet in eval mode; returns (model, kind)."""
+    """Rebuild a saved UNet for inference (eval mode, BatchNorm folded, see UNet.for_inference); returns
+    (model, kind)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} is missing; run `dvc repro` to train it")
@@ -38,4 +39,4 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[UN
                          f"delete it and run `dvc repro` to retrain") from err
     model = build_model(config["kind"], config["hidden"])
     model.load_state_dict(state)
-    return model.to(device).eval(), config["kind"]
+    return model.to(device).for_inference(), config["kind"]

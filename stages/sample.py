@@ -37,26 +37,29 @@ def main(name: str) -> None:
     choice = SamplerChoice.from_params(s)
     opts = dict(schedule=schedule, gamma=params["gamma"], choice=choice)
 
-    def draw(model, n, gen, labels, **kw):
-        with autocast(device, params["precision"]):
-            return generate(model, kind, n, gen, labels=labels, **opts, **kw)
+    def in_grid_order(images: torch.Tensor) -> torch.Tensor:
+        """Class samples come digit by digit; the grid shows digits as columns, PER_CLASS rows."""
+        return images.view(10, PER_CLASS, 1, 28, 28).transpose(0, 1) if conditional else images.view(4, 10, 1, 28, 28)
 
     cols = [str(d) for d in range(10)] if conditional else []
     what = f"CFG gamma={params['gamma']}" if conditional else "unconditional"
-    for epoch, file in paths.snapshots(name).items():
+    every = choice.frame_every(kind, params["ddpm"]["num_ts"])
+    snapshots = paths.snapshots(name)
+    if not snapshots:
+        raise FileNotFoundError(f"no snapshots in {paths.snapshot_dir(name)}; run `dvc repro train@{name}`")
+    for epoch, file in snapshots.items():
         model, _ = load_model(file, device)
-        images, _ = draw(model, len(digit_labels(PER_CLASS)), generator(device, params["seed"]), labels)
-        grid = images.view(10, PER_CLASS, 1, 28, 28).transpose(0, 1) if conditional else images.view(4, 10, 1, 28, 28)
-        plots.image_grid(out / f"epoch_{epoch:02d}.png", grid, col_labels=cols,
+        final = epoch == max(snapshots)  # the final snapshot is the final model: its run also records the GIF
+        with autocast(device, params["precision"]):
+            images, frames = generate(model, kind, len(digit_labels(PER_CLASS)), generator(device, params["seed"]),
+                                      labels=labels, frame_every=every if final else 0, **opts)
+        plots.image_grid(out / f"epoch_{epoch:02d}.png", in_grid_order(images), col_labels=cols,
                          title=f"{name}: samples after epoch {epoch} ({what})")
-    model, _ = load_model(paths.model_file(name), device)
-    _, frames = draw(model, len(digit_labels(PER_CLASS)), generator(device, params["seed"]), labels, frame_every=10)
-    order = [f.view(10, PER_CLASS, 1, 28, 28).transpose(0, 1).reshape(-1, 1, 28, 28) if conditional else f
-             for f in frames]
-    plots.save_gif(out / "process.gif", order, nrow=10)
+    plots.save_gif(out / "process.gif", [in_grid_order(f).reshape(-1, 1, 28, 28) for f in frames], nrow=10)
     steps, losses = read_curve(paths.train_outputs(name).live)
     plots.loss_curve(out / "loss.png", {name: (steps, losses)}, title=f"{name}: training loss", smooth=25)
 
+    model, _ = load_model(paths.model_file(name), device)
     fid_labels = torch.arange(s["n_fid"]) % 10 if conditional else None
     images = generate_in_batches(model, kind, s["n_fid"], generator(device, params["seed"] + 1), s["batch_size"],
                                  params["precision"], fid_labels, **opts).mul(255).round().to(torch.uint8)
@@ -98,7 +101,9 @@ def figures(name: str, params: dict, how: str) -> list[manifest.Figure]:
     family = "flow-matching" if m["kind"].endswith("_fm") else "DDPM"
     what = (f"{PER_CLASS} samples per digit (columns 0-9), CFG gamma={params['gamma']}" if conditional
             else f"{PER_CLASS * 10} unconditional samples")
-    sampler = SamplerChoice.from_params(params["sample"]).describe(m["kind"], params["ddpm"]["num_ts"])
+    choice = SamplerChoice.from_params(params["sample"])
+    sampler = choice.describe(m["kind"], params["ddpm"]["num_ts"])
+    every = choice.frame_every(m["kind"], params["ddpm"]["num_ts"])
     made = f"{m['kind']} UNet ({manifest.describe_training(m)}), seed {params['seed']}"
     figs = [manifest.Figure("loss.png", f"{name}: training loss",
                             f"Per-step training loss (log scale, moving average in bold) of the {made}.", train_sec)]
@@ -107,7 +112,8 @@ def figures(name: str, params: dict, how: str) -> list[manifest.Figure]:
                                     f"{what} from the {family} model after epoch {epoch} of {m['epochs']}; "
                                     f"{sampler}; {made}.", sample_sec))
     figs.append(manifest.Figure("process.gif", f"{name}: the sampling process",
-                                f"The same {what} as they emerge from pure noise, every 10th step of {sampler}; "
+                                f"The same {what} as they emerge from pure noise, "
+                                f"{'every step' if every == 1 else f'every {every} steps'} of {sampler}; "
                                 f"final model, {made}.", sample_sec))
     figs.append(manifest.Figure("fid_samples.png", f"{name}: samples the metrics score",
                                 f"Samples from the final model that the Fréchet distance and intended-class accuracy "

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from difflab.samplers import generate, guided, sample_ddpm, sample_flow
+from difflab.samplers import SamplerChoice, generate, guided, sample_ddpm, sample_flow
 from difflab.schedule import DDPMSchedule, flow_interpolate
 
 
@@ -101,7 +101,6 @@ def test_cfg_is_one_batched_forward_with_the_spec_formula():
 
 
 def test_generate_uses_the_family_choice_and_rejects_unknown_samplers():
-    from difflab.samplers import SamplerChoice
     s = DDPMSchedule.linear(10)
     target = torch.rand(1, 1, 28, 28)
     choice = SamplerChoice(ddpm_sampler="ddim", ddpm_steps=5, flow_sampler="heun", flow_steps=4)
@@ -116,3 +115,10 @@ def test_generate_uses_the_family_choice_and_rejects_unknown_samplers():
                  choice=SamplerChoice(ddpm_sampler="euler"))
     with pytest.raises(ValueError, match="unknown flow sampler"):
         generate(PointMassVelocity(target), "time_fm", 1, torch.Generator(), choice=SamplerChoice(flow_sampler="ddim"))
+
+
+def test_sampling_gifs_get_about_thirty_frames_whatever_the_step_count():
+    assert SamplerChoice(ddpm_sampler="ddpm", ddpm_steps=0).frame_every("class_ddpm", 300) == 10
+    assert SamplerChoice(ddpm_sampler="dpmsolver", ddpm_steps=20).frame_every("class_ddpm", 300) == 1
+    assert SamplerChoice(flow_sampler="euler", flow_steps=90).frame_every("class_fm") == 3
+    assert SamplerChoice(flow_sampler="heun", flow_steps=10).describe("time_fm") == "Heun integration of the flow, 10 steps"

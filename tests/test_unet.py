@@ -1,4 +1,6 @@
 """The UNet matches the spec's block diagram: shapes, parameter counts, conditioning paths."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -104,3 +106,24 @@ def test_missing_conditioning_is_a_clear_error():
 def test_one_hot_drop_zeroes_rows():
     c = one_hot(torch.tensor([0, 9, 4]), torch.tensor([False, True, False]))
     assert c.tolist() == [[1] + [0] * 9, [0] * 10, [0, 0, 0, 0, 1, 0, 0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("kind", ["denoiser", "class_ddpm", "time_fm"])
+def test_for_inference_folds_batchnorm_and_computes_the_same_function(kind):
+    torch.manual_seed(0)
+    model = build_model(kind, 8)
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    cond = () if kind == "denoiser" else (torch.rand(16), one_hot(torch.randint(0, 10, (16,))))
+    for _ in range(3):  # move BatchNorm's running statistics and affine weights away from their initial values
+        model(torch.rand(16, 1, 28, 28), *cond).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x, *cond)
+        fused = copy.deepcopy(model).for_inference()
+        got = fused(x, *cond)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert expected.abs().mean() > 1e-3
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
