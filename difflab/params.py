@@ -102,7 +102,7 @@ SCHEMA: dict[str, Any] = {
         "flow_steps": P(int, 1, 10000),
         "batch_size": P(int, 1, 100000),
     },
-    "denoiser_eval": {"sigmas": P(list, item=P(NUM, 0, 100))},
+    "denoiser_eval": {"sigmas": P(list, item=P(NUM, 0, 100)), "n_test": P(int, 0, 10000)},
     "sampling": ("each", {"guidance": P(str, choices=("seed", "gamma"))}),
     "classifier": {"epochs": P(int, 1, 1000), "batch_size": P(int, 1, 65536), "lr": P(NUM, 0, 10),
                    "max_shift": P(int, 0, 8), "train_subset": P(int, 0, 60000)},

@@ -100,8 +100,10 @@ def denoiser_table(metrics: dict) -> Table:
     """Test MSE / PSNR of the final denoiser at each noise level."""
     rows = {float(k.removeprefix("sigma_")): v for k, v in metrics["denoiser"].items()}
     df = pd.DataFrame.from_dict(rows, orient="index").rename_axis("σ")
+    n = f"the first {metrics['n_test']:,} " if "n_test" in metrics else ""
     return Table("Denoiser on the test digits", _html(df, float_format=lambda v: f"{v:.4g}"),
-                 "Mean squared error and PSNR (dB) of the clamped output against the clean digit, per noise level σ.")
+                 f"Mean squared error and PSNR (dB) of the clamped output against the clean digit, per noise level σ, "
+                 f"over {n}test digits.")
 
 
 def sample_quality_table(scores: dict[str, dict], params: dict) -> Table:

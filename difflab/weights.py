@@ -24,9 +24,9 @@ def save_model(path: str | Path, model: UNet, kind: str) -> None:
     os.replace(tmp, path)
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[UNet, str]:
-    """Rebuild a saved UNet for inference (eval mode, BatchNorm folded, see UNet.for_inference); returns
-    (model, kind)."""
+def load_model(path: str | Path, device: torch.device | str = "cpu", fused: bool = True) -> tuple[UNet, str]:
+    """Rebuild a saved UNet in eval mode, by default with BatchNorm folded for fast inference (UNet.for_inference);
+    returns (model, kind)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} is missing; run `dvc repro` to train it")
@@ -39,4 +39,5 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[UN
                          f"delete it and run `dvc repro` to retrain") from err
     model = build_model(config["kind"], config["hidden"])
     model.load_state_dict(state)
-    return model.to(device).for_inference(), config["kind"]
+    model = model.to(device).eval()
+    return (model.for_inference() if fused else model), config["kind"]
