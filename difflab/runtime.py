@@ -27,10 +27,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=False)
-    # Deterministic mode also NaN-fills every torch.empty; that only hunts bugs and costs time, results are unchanged.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    torch.backends.cudnn.benchmark = False
+    if torch.cuda.is_available():
+        # GPU kernels (cuBLAS, scatter, ...) need the flag. The CPU kernels these stages use are deterministic without
+        # it (the byte-identical `dvc repro -f` test checks this), and setting it imports torch._dynamo: ~1.6 s a stage.
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        # Deterministic mode also NaN-fills every torch.empty; that only hunts bugs and costs time.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        torch.backends.cudnn.benchmark = False
 
 
 def bf16_supported(device: torch.device) -> bool:
