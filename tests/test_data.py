@@ -114,14 +114,18 @@ def test_load_mnist_missing_root_says_how_to_fetch(tmp_path):
         load_mnist(tmp_path / "nowhere")
 
 
+def assert_rejected_leaving_nothing(tmp_path, url, resources, match):
+    root = out_dir(tmp_path)
+    with pytest.raises(DataError, match=match):
+        fetch_mnist(root, source="torchvision", mirrors=[url], resources=resources, expected_counts=COUNTS)
+    assert list(root.parent.iterdir()) == []
+
+
 def test_wrong_checksum_is_rejected_and_leaves_nothing(tmp_path, mirror):
     url, served = mirror
     resources = write_gz(served, tiny_mnist())
     resources[0] = (resources[0][0], "0" * 32)
-    root = out_dir(tmp_path)
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz.*md5"):
-        fetch_mnist(root, source="torchvision", mirrors=[url], resources=resources, expected_counts=COUNTS)
-    assert list(root.parent.iterdir()) == []
+    assert_rejected_leaving_nothing(tmp_path, url, resources, r"train-images-idx3-ubyte\.gz.*md5")
 
 
 def test_truncated_gzip_is_rejected_and_leaves_nothing(tmp_path, mirror):
@@ -130,10 +134,7 @@ def test_truncated_gzip_is_rejected_and_leaves_nothing(tmp_path, mirror):
     path = served / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-40])
     resources[2] = (path.name, hashlib.md5(path.read_bytes()).hexdigest())
-    root = out_dir(tmp_path)
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz.*truncated or corrupt"):
-        fetch_mnist(root, source="torchvision", mirrors=[url], resources=resources, expected_counts=COUNTS)
-    assert list(root.parent.iterdir()) == []
+    assert_rejected_leaving_nothing(tmp_path, url, resources, r"t10k-images-idx3-ubyte\.gz.*truncated or corrupt")
 
 
 def test_failed_fetch_keeps_existing_good_root(tmp_path, mirror):
