@@ -44,9 +44,12 @@ def read(directory: str | Path) -> list[Figure]:
                             "re-run the stage that wrote it") from err
 
 
-def describe_training(m: dict) -> str:
-    """One phrase naming the training params of a `models.<name>` entry, for captions."""
+def describe_training(m: dict, data_subset: int = 0) -> str:
+    """One phrase naming the training params of a `models.<name>` entry, for captions. `data_subset` is
+    params.yaml `data.train_subset`, which the entry's own `train_subset` overrides (0 = all 60,000 digits)."""
     schedule = "exponential lr decay to 0.1x" if m["lr_decay"] else "constant lr"
     clip = f", grad-norm clip {m['grad_clip']}" if m["grad_clip"] else ""
-    return (f"hidden D={m['hidden']}, {m['epochs']} epochs, batch {m['batch_size']}, Adam lr {m['lr']:g} "
+    subset = m.get("train_subset", data_subset)
+    epoch = f" of the first {subset:,} training digits" if subset else ""
+    return (f"hidden D={m['hidden']}, {m['epochs']} epochs{epoch}, batch {m['batch_size']}, Adam lr {m['lr']:g} "
             f"with {schedule}{clip}")

@@ -107,7 +107,7 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
                 live.log_metric("epoch/loss", epoch_loss)
                 live.log_metric("epoch/lr", opt.param_groups[0]["lr"])
             live.next_step()
-            bar.set_postfix(loss=f"{value:.4f}")
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)  # redraw at tqdm's mininterval, not every step
         print(f"[{name}] epoch {epoch}/{cfg.epochs} loss {epoch_loss:.5f}")
         if sched is not None:
             sched.step()

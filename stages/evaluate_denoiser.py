@@ -83,8 +83,8 @@ def main() -> None:
 
 def figures(params: dict, sigmas: list[float], train_sigma: float) -> list[manifest.Figure]:
     """The manifest entries of evaluate_denoiser, in the course's order."""
-    den, pure = (f"{manifest.describe_training(params['models'][n])}, seed {params['seed']}"
-                 for n in ("denoiser", "pure_noise"))
+    den, pure = (f"{manifest.describe_training(params['models'][n], params['data']['train_subset'])}, "
+                 f"seed {params['seed']}" for n in ("denoiser", "pure_noise"))
     figs = [manifest.Figure("noising.png", "The noising process",
                             f"{SHOW} test digits (rows) with Gaussian noise z = x + σε at σ = "
                             f"{', '.join(map(str, sigmas))} (columns).", "B.1.2"),

@@ -104,7 +104,7 @@ def figures(name: str, params: dict, how: str) -> list[manifest.Figure]:
     choice = SamplerChoice.from_params(params["sample"])
     sampler = choice.describe(m["kind"], params["ddpm"]["num_ts"])
     every = choice.frame_every(m["kind"], params["ddpm"]["num_ts"])
-    made = f"{m['kind']} UNet ({manifest.describe_training(m)}), seed {params['seed']}"
+    made = f"{m['kind']} UNet ({manifest.describe_training(m, params['data']['train_subset'])}), seed {params['seed']}"
     figs = [manifest.Figure("loss.png", f"{name}: training loss",
                             f"Per-step training loss (log scale, moving average in bold) of the {made}.", train_sec)]
     for epoch in paths.snapshots(name):
