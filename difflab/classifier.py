@@ -105,6 +105,12 @@ def features(model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
     return _batched(model.embed, model, images01)
 
 
+def features_and_logits(model: nn.Module, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`features` and the logits computed from them (the same numbers as `predict`), in one pass over the images."""
+    feats = features(model, images01)
+    return feats, _batched(model.head, model, feats)
+
+
 def save_classifier(path: str | Path, model: Classifier) -> None:
     """Write fp32 weights atomically (temp file + rename)."""
     path = Path(path)

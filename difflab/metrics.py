@@ -1,5 +1,6 @@
 """Numbers for what the pipeline makes: PSNR, and with the MNIST classifier the Fréchet distance of its features
-(always beside the real-vs-real baseline at the same sample size) and intended-class accuracy."""
+(always beside the real-vs-real baseline at the same sample size), legibility (beside real digits' legibility) and
+intended-class accuracy."""
 from __future__ import annotations
 
 import warnings
@@ -11,7 +12,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from difflab.classifier import features, predict
+from difflab.classifier import features, features_and_logits
 from difflab.data import load_mnist
 
 Stats = tuple[np.ndarray, np.ndarray]
@@ -70,28 +71,65 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 
 @dataclass(frozen=True)
+class Legibility:
+    """When an image reads as a digit: the classifier gives one digit probability >= `confidence`, and the image's
+    features lie no farther from that digit's mean real features than the `quantile` of real digits do from theirs.
+
+    Confidence alone is not enough: a classifier also answers confidently about images unlike any digit (noise,
+    blobs), and the distance check turns those away."""
+    means: torch.Tensor  # C×D mean features of the real images the classifier assigns to each class
+    radius: float
+    confidence: float = 0.9
+
+    @classmethod
+    def fit(cls, feats: torch.Tensor, logits: torch.Tensor, confidence: float = 0.9,
+            quantile: float = 0.99) -> "Legibility":
+        """The rule for real images' features and logits (a class no real image is assigned to admits nothing)."""
+        pred = logits.argmax(1)
+        means = torch.stack([feats[pred == c].mean(0) for c in range(logits.shape[1])])
+        return cls(means, (feats - means[pred]).norm(dim=1).quantile(quantile).item(), confidence)
+
+    def legible(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Per image: does it read as a digit?"""
+        p, pred = logits.softmax(1).max(1)
+        return (p >= self.confidence) & ((feats - self.means[pred]).norm(dim=1) <= self.radius)
+
+    def score(self, feats: torch.Tensor, logits: torch.Tensor) -> float:
+        """The fraction of images that read as a digit."""
+        return self.legible(feats, logits).float().mean().item()
+
+
+@dataclass(frozen=True)
 class Reference:
     """Classifier-feature statistics of the real test set, and the real-vs-real Fréchet distance of n training
-    images against it: the floor that n generated images could reach."""
+    images against it: the floor that n generated images could reach. The legibility rule is fit on the test set,
+    and `legibility_real` is its score there: the ceiling for generated images."""
     stats: Stats
     baseline: float
     n: int
+    legibility: Legibility
+    legibility_real: float
 
 
 def reference(classifier: nn.Module, mnist_root: str | Path, n: int) -> Reference:
     """Reference for scoring n samples: the whole MNIST test set, and its first n training images as baseline."""
-    stats = gaussian_stats(features(classifier, load_mnist(mnist_root, train=False)[0]))
+    feats, logits = features_and_logits(classifier, load_mnist(mnist_root, train=False)[0])
+    stats = gaussian_stats(feats)
     baseline = features(classifier, load_mnist(mnist_root, train=True)[0][:n])
-    return Reference(stats, frechet_distance(gaussian_stats(baseline), stats), n)
+    rule = Legibility.fit(feats, logits)
+    return Reference(stats, frechet_distance(gaussian_stats(baseline), stats), n, rule, rule.score(feats, logits))
 
 
 def sample_scores(classifier: nn.Module, images01: torch.Tensor, ref: Reference,
                   labels: torch.Tensor | None = None) -> dict:
-    """fid, fid_baseline and n for generated images; with intended labels also accuracy and per_class accuracy."""
-    scores = {"fid": significant(frechet_distance(gaussian_stats(features(classifier, images01)), ref.stats)),
-              "fid_baseline": significant(ref.baseline), "n": len(images01)}
+    """fid, fid_baseline, n, legibility and legibility_real for generated images; with intended labels also
+    accuracy and per_class accuracy."""
+    feats, logits = features_and_logits(classifier, images01)
+    scores = {"fid": significant(frechet_distance(gaussian_stats(feats), ref.stats)),
+              "fid_baseline": significant(ref.baseline), "n": len(images01),
+              "legibility": significant(ref.legibility.score(feats, logits)),
+              "legibility_real": significant(ref.legibility_real)}
     if labels is not None:
-        logits = predict(classifier, images01)
         scores["accuracy"] = significant(accuracy(logits, labels))
         scores["per_class"] = {c: None if a is None else significant(a)
                                for c, a in per_class_accuracy(logits, labels).items()}

@@ -19,7 +19,8 @@ def is_class_conditional(kind: str) -> bool:
 
 
 def build_model(kind: str, hidden: int) -> UNet:
-    """The spec's UNet for a kind: unconditional denoisers, additive DDPM and multiplicative flow conditioning."""
+    """The spec's UNet for a kind: unconditional denoisers; time-only DDPM adds (h + t), time-only flow multiplies
+    (h * t); class-conditioned models of both families take c * h + t."""
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
     conditioning = "class" if is_class_conditional(kind) else "time" if is_generative(kind) else "none"

@@ -227,6 +227,11 @@ def validate(params: dict) -> dict:
     ddpm = params["ddpm"]
     if ddpm["beta1"] > ddpm["beta2"]:
         raise ParamsError(f"ddpm.beta1 ({ddpm['beta1']}) must not exceed ddpm.beta2 ({ddpm['beta2']})")
+    steps = params["sample"]["ddpm_steps"]
+    if steps > ddpm["num_ts"]:
+        raise ParamsError(f"sample.ddpm_steps: got {steps}; expected at most ddpm.num_ts ({ddpm['num_ts']}), the "
+                          f"number of timesteps the DDPM models are trained on; use 0 for all {ddpm['num_ts']} steps "
+                          f"or a smaller count")
     for name in params["sampling"]:
         kind = params["models"].get(name, {}).get("kind", "")
         if not kind.endswith(("_ddpm", "_fm")):

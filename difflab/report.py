@@ -107,7 +107,8 @@ def denoiser_table(metrics: dict) -> Table:
 
 
 def sample_quality_table(scores: dict[str, dict], params: dict) -> Table:
-    """One row per sampled model: Fréchet distance beside the real-vs-real baseline, and intended-class accuracy."""
+    """One row per sampled model: Fréchet distance beside the real-vs-real baseline, legibility beside real digits'
+    legibility, and intended-class accuracy."""
     rows = []
     for name, s in scores.items():
         guided = "accuracy" in s
@@ -115,6 +116,7 @@ def sample_quality_table(scores: dict[str, dict], params: dict) -> Table:
                      "CFG γ": f"{params['gamma']:g}" if guided else None, "n": s["n"],
                      "Fréchet distance": s["fid"], "real vs real": s["fid_baseline"],
                      "ratio": s["fid"] / s["fid_baseline"] if s["fid_baseline"] else None,
+                     "legibility": s.get("legibility"), "real-digit legibility": s.get("legibility_real"),
                      "intended-class accuracy": s.get("accuracy")})
     df = pd.DataFrame(rows).set_index("model")
     choice = SamplerChoice.from_params(params["sample"])
@@ -122,7 +124,10 @@ def sample_quality_table(scores: dict[str, dict], params: dict) -> Table:
     return Table("Sample quality", _html(df, float_format=lambda v: f"{v:.3f}"),
                  f"Fréchet distance between the classifier's 128-d penultimate features of n generated digits and of "
                  f"the MNIST test digits; 'real vs real' is the same distance for the first n training digits, the "
-                 f"floor for this n. Samplers: {how}. Intended-class accuracy "
+                 f"floor for this n. Samplers: {how}. Legibility is the share of samples that read as a digit: "
+                 f"the classifier gives one digit probability ≥ 0.9 and the sample's features lie within the distance "
+                 f"from that digit's mean test-digit features that holds 99% of test digits; 'real-digit "
+                 f"legibility' is the same share of the MNIST test digits, the ceiling. Intended-class accuracy "
                  f"is the share of class-conditioned samples the classifier labels as the digit asked for.")
 
 

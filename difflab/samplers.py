@@ -1,13 +1,15 @@
 """Samplers for the Part B generative UNets: DDPM ancestral, DDIM / DPM-Solver++ (diffusers), flow Euler / Heun.
 
 Classifier-free guidance runs conditional and unconditional rows in one batched forward:
-eps = eps_u + gamma * (eps_c - eps_u).
+eps = eps_u + gamma * (eps_c - eps_u), combined in fp32 whatever precision the UNet ran in.
+Fewer steps than T use diffusers' "trailing" spacing: the first step is at t = T, as in the full chain.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from difflab.schedule import DDPMSchedule
@@ -19,14 +21,15 @@ FLOW_SAMPLERS = ("euler", "heun")
 
 
 def guided(model: UNet, labels: torch.Tensor | None, gamma: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """f(x, t) -> model output; with labels, CFG at scale gamma from one forward over [cond; uncond]."""
+    """f(x, t) -> fp32 model output; with labels, CFG at scale gamma from one forward over [cond; uncond]."""
     if labels is None:
-        return lambda x, t: model(x, t)
+        return lambda x, t: model(x, t).float()
     cond = one_hot(labels).to(next(model.parameters()).device)
     both = torch.cat([cond, torch.zeros_like(cond)])
 
     def f(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out_c, out_u = model(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+        # in fp32: under bf16 autocast the outputs carry ~3 significant digits, and gamma scales their difference
+        out_c, out_u = model(torch.cat([x, x]), torch.cat([t, t]), both).float().chunk(2)
         return out_u + gamma * (out_c - out_u)
     return f
 
@@ -56,28 +59,45 @@ def sample_ddpm(model: UNet, schedule: DDPMSchedule, n: int, gen: torch.Generato
             if _frames(frame_every, i, T):
                 frames.append(x.clamp(0, 1).cpu())
         return x.clamp(0, 1).cpu(), frames
-    scheduler = diffusers_scheduler(sampler, schedule)
-    scheduler.set_timesteps(steps or T, device=device)
-    for i, td in enumerate(scheduler.timesteps):
+    timesteps = trailing_timesteps(T, steps or T)
+    scheduler = None if sampler == "ddim" else diffusers_scheduler(sampler, schedule)
+    if scheduler is not None:
+        scheduler.set_timesteps(timesteps=timesteps, device=device)
+    for i, td in enumerate(timesteps):
         # diffusers timestep td (0-based) is our t = td + 1
-        tt = torch.full((n,), int(td) + 1, device=device)
+        tt = torch.full((n,), td + 1, device=device)
         eps = f(x, tt / T)
-        x = scheduler.step(eps, td, x, generator=gen if sampler in STOCHASTIC else None).prev_sample
-        if _frames(frame_every, i, len(scheduler.timesteps)):
+        if scheduler is None:
+            # DDIM by hand: diffusers' DDIMScheduler.step goes to td - T // steps, which is not the next timestep of
+            # the grid when steps does not divide T; step to the next one (our 0 = the clean image) instead
+            t_prev = timesteps[i + 1] + 1 if i + 1 < len(timesteps) else 0
+            x = schedule.ddim_step(x, tt, torch.full_like(tt, t_prev), eps)
+        else:
+            x = scheduler.step(eps, td, x, generator=gen if sampler in STOCHASTIC else None).prev_sample
+        if _frames(frame_every, i, len(timesteps)):
             frames.append(x.clamp(0, 1).cpu())
     return x.clamp(0, 1).cpu(), frames
 
 
+def trailing_timesteps(num_ts: int, steps: int) -> list[int]:
+    """diffusers' "trailing" timesteps (0-based, the first T - 1) for `steps` steps: round(T - i T / steps) - 1.
+
+    From the step index, because diffusers' np.arange(T, 0, -T / steps) gives steps + 1 values, the last -1, when
+    T / steps rounds down (for T = 300: 7, 14, 28, 55, 56, 110, ... steps)."""
+    if not 1 <= steps <= num_ts:
+        raise ValueError(f"steps must be in [1, {num_ts}] (the training timesteps), got {steps}")
+    return [int(v) - 1 for v in np.round(num_ts - np.arange(steps) * (num_ts / steps))]
+
+
 def diffusers_scheduler(sampler: str, schedule: DDPMSchedule):
-    """A diffusers scheduler with exactly our linear betas (no clipping or thresholding of x0)."""
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    """A diffusers scheduler with exactly our linear betas (no clipping or thresholding of x0); `sample_ddpm` gives
+    it `trailing_timesteps`. DDIM has none: `DDPMSchedule.ddim_step` takes its steps."""
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
     betas = schedule.betas[1:].double().numpy()
     common = dict(num_train_timesteps=schedule.num_ts, trained_betas=betas, prediction_type="epsilon")
     if sampler == "ddpm":
         return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
-    if sampler == "ddim":
-        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
     if sampler in ("dpmsolver", "dpmsolver_sde"):
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++" if sampler == "dpmsolver"
                                            else "sde-dpmsolver++", solver_order=2,

@@ -60,6 +60,13 @@ class DDPMSchedule:
         var = beta_t * (1 - abar_prev) / (1 - abar_t)
         return mean + var.sqrt() * noise
 
+    def ddim_step(self, x_t: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Deterministic DDIM step t -> t_prev < t (Song et al. eq. 12, eta = 0):
+        x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps; t_prev = 0 returns x0_hat."""
+        x0 = self.x0_from_eps(x_t, t, eps)
+        abar_prev = self._gather(self.alphas_cumprod, t_prev, x_t)
+        return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
+
 
 def flow_interpolate(x_noise: torch.Tensor, x_data: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Flow-matching path x_t = (1 - t) x0 + t x1 with x0 ~ N(0, I) and x1 data; velocity is x1 - x0."""

@@ -54,9 +54,10 @@ class UNet(nn.Module):
     """1x28x28 -> 1x28x28 UNet of width D.
 
     conditioning: "none" (denoisers), "time" (t in [0, 1]) or "class" (time + one-hot class, zero = unconditional).
-    modulation: how embeddings enter at the Unflatten output (2D) and first UpBlock output (D):
-      "add" (DDPM spec):  h = c * h + t      (c = 1 without class conditioning)
-      "mul" (flow spec):  h = c * t * h      (c = 1 without class conditioning)
+    modulation: how the time-only UNet's embedding enters at the Unflatten output (2D) and first UpBlock output (D):
+      "add" (DDPM page):  h = h + t
+      "mul" (flow page):  h = h * t
+    With class conditioning both pages give h = c * h + t (`unflatten = c1 * unflatten + t1`, `up1 = c2 * up1 + t2`).
     """
 
     def __init__(self, hidden: int = 64, conditioning: str = "none", modulation: str = "add"):
@@ -97,8 +98,9 @@ class UNet(nn.Module):
 
     def _modulate(self, h: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor | None) -> torch.Tensor:
         t_emb = t_emb[:, :, None, None]
-        c = 1.0 if c_emb is None else c_emb[:, :, None, None]
-        return c * t_emb * h if self.modulation == "mul" else c * h + t_emb
+        if c_emb is not None:
+            return c_emb[:, :, None, None] * h + t_emb
+        return h * t_emb if self.modulation == "mul" else h + t_emb
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, c: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N,1,28,28); t: (N,) in [0,1]; c: (N,10) one-hot or zero rows for the unconditional model."""

@@ -7,7 +7,8 @@ import torch
 
 from conftest import write_fake_mnist
 from difflab import classifier as clf
-from difflab.metrics import (accuracy, frechet_distance, gaussian_stats, per_class_accuracy, reference,
+from difflab.data import load_mnist
+from difflab.metrics import (Legibility, accuracy, frechet_distance, gaussian_stats, per_class_accuracy, reference,
                              sample_scores)
 
 
@@ -100,6 +101,47 @@ def test_sample_scores_report_baseline_and_per_class_accuracy(tmp_path):
     assert ref.n == 30 and ref.baseline >= 0
     images, labels = torch.rand(30, 1, 28, 28), torch.arange(30) % 10
     scores = sample_scores(model, images, ref, labels)
-    assert set(scores) == {"fid", "fid_baseline", "n", "accuracy", "per_class"}
+    assert set(scores) == {"fid", "fid_baseline", "n", "legibility", "legibility_real", "accuracy", "per_class"}
+    assert 0 <= scores["legibility"] <= 1 and scores["legibility_real"] == pytest.approx(ref.legibility_real)
     assert scores["n"] == 30 and set(scores["per_class"]) == {str(d) for d in range(10)}
     assert "accuracy" not in sample_scores(model, images, ref)
+
+
+def test_legibility_needs_a_confident_answer_and_features_near_the_real_ones():
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
+    y = torch.arange(400) % 2
+    feats = centers[y] + 0.5 * torch.randn(400, 2, generator=gen)
+    sure = 10 * torch.nn.functional.one_hot(y, 2).float()
+    rule = Legibility.fit(feats, sure)
+    assert rule.score(feats, sure) >= 0.98  # real data: confident, and all but the farthest 1% within the radius
+    cases = torch.tensor([[5.0, 0.0], [40.0, -40.0], [5.0, 0.0]])
+    logits = torch.tensor([[10.0, 0.0], [10.0, 0.0], [1.0, 0.0]])  # near+sure, far+sure, near+unsure (p = 0.73)
+    assert rule.legible(cases, logits).tolist() == [True, False, False]
+
+
+def test_legibility_is_high_for_real_digits_and_low_for_noise_and_blank_images(tmp_path):
+    """A classifier trained on (font-drawn) digits: held-out digits read as digits; noise, blank, white and grey
+    images do not, although the classifier alone is confident about most of some of them."""
+    write_fake_mnist(tmp_path / "MNIST" / "raw", n_train=600, n_test=300)
+    x, y = load_mnist(tmp_path, train=True)
+    cfg = clf.ClassifierConfig(epochs=20, batch_size=32, lr=3e-3, max_shift=1, device="cpu", precision="fp32")
+    model = clf.train_classifier(x[100:], y[100:], cfg)  # the first 100 are held out
+    ref = reference(model, tmp_path, n=100)
+    assert ref.legibility_real >= 0.9
+    gen = torch.Generator().manual_seed(1)
+    cases = {"held-out digits": x[:100],
+             "uniform noise": torch.rand((100, 1, 28, 28), generator=gen),
+             "gaussian noise": (0.5 + 0.3 * torch.randn((100, 1, 28, 28), generator=gen)).clamp(0, 1),
+             "sparse noise": (torch.rand((100, 1, 28, 28), generator=gen) < 0.15).float(),
+             "blank": torch.zeros(100, 1, 28, 28), "white": torch.ones(100, 1, 28, 28),
+             "grey": torch.full((100, 1, 28, 28), 0.3)}
+    scores, confident = {}, {}
+    for name, images in cases.items():
+        feats, logits = clf.features_and_logits(model, images)
+        scores[name] = ref.legibility.score(feats, logits)
+        confident[name] = (logits.softmax(1).max(1).values >= 0.9).float().mean().item()
+    assert scores["held-out digits"] >= 0.85, scores
+    fakes = cases.keys() - {"held-out digits"}
+    assert all(scores[name] <= 0.05 for name in fakes), scores
+    assert max(confident[name] for name in fakes) >= 0.5, "the case the realism check exists for"

@@ -66,6 +66,18 @@ def test_missing_key_and_cross_field_checks():
         validate(edited("sampling.time_ddpm.guidance", "gamma"))
 
 
+def test_more_ddpm_sampling_steps_than_timesteps_fail_in_validation():
+    num_ts = DEFAULT["ddpm"]["num_ts"]
+    with pytest.raises(ParamsError, match=rf"sample\.ddpm_steps: got {num_ts + 1}; expected at most ddpm\.num_ts "
+                                          rf"\({num_ts}\).*use 0 for all {num_ts} steps"):
+        validate(edited("sample.ddpm_steps", num_ts + 1))
+    validate(edited("sample.ddpm_steps", num_ts))
+    p = edited("ddpm.num_ts", 20)
+    p["sample"]["ddpm_steps"] = 50
+    with pytest.raises(ParamsError, match=r"sample\.ddpm_steps: got 50; expected at most ddpm\.num_ts \(20\)"):
+        validate(p)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),

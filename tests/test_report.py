@@ -88,6 +88,17 @@ def fake_reports(root: Path, part_a: bool) -> tuple[Path, dict]:
     return reports, params
 
 
+def test_sample_quality_table_shows_legibility_beside_the_real_digit_ceiling():
+    params = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
+    scores = {"time_fm": {"fid": 9.0, "fid_baseline": 1.0, "n": 100, "legibility": 0.42, "legibility_real": 0.97},
+              "class_fm": {"fid": 3.0, "fid_baseline": 1.0, "n": 100, "accuracy": 0.9}}
+    table = report.sample_quality_table(scores, params)
+    assert "<th>legibility</th>" in table.html and "<th>real-digit legibility</th>" in table.html
+    row = table.html[table.html.index("<td>time_fm</td>"):table.html.index("<td>class_fm</td>")]
+    assert "<td>0.420</td>" in row and "<td>0.970</td>" in row
+    assert "probability ≥ 0.9" in table.caption
+
+
 def test_sections_follow_the_course_order():
     ids = ["B.eval", "B.2.6", "A.1.10", "A.1.9", "B.1.2.1", "A.0", "A.1.7.3", "B.1.2"]
     assert sorted(ids, key=report.section_key) == ["A.0", "A.1.7.3", "A.1.9", "A.1.10", "B.1.2", "B.1.2.1",

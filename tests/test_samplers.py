@@ -3,8 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from difflab.samplers import SamplerChoice, generate, guided, sample_ddpm, sample_flow
+from difflab.objectives import build_model
+from difflab.samplers import SamplerChoice, generate, guided, sample_ddpm, sample_flow, trailing_timesteps
 from difflab.schedule import DDPMSchedule, flow_interpolate
+from difflab.unet import one_hot
 
 
 class PointMassEps(nn.Module):
@@ -57,7 +59,20 @@ def test_posterior_step_equals_diffusers_ddpm_step():
         assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-4), t
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddpm", 0), ("ddim", 20), ("dpmsolver", 10), ("ddpm", 50)])
+class Recording(nn.Module):
+    """Wraps an eps-model and records, per call, our timestep t (the UNet gets t / T) and the x it was given."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, x, t, c=None):
+        self.calls.append((int((t[0] * self.inner.s.num_ts).round()), x.clone()))
+        return self.inner(x, t, c)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 0), ("ddim", 20), ("dpmsolver", 10), ("ddpm", 50),
+                                           ("ddpm", 7), ("ddim", 7)])
 def test_ddpm_samplers_recover_a_point_mass(sampler, steps):
     s = DDPMSchedule.linear(100, 1e-4, 0.05)
     target = torch.rand(1, 1, 28, 28) * 0.8 + 0.1
@@ -65,6 +80,101 @@ def test_ddpm_samplers_recover_a_point_mass(sampler, steps):
                               sampler=sampler, steps=steps, frame_every=10)
     assert torch.allclose(out, target.expand(3, -1, -1, -1), atol=2e-3)
     assert len(frames) >= 2 and torch.allclose(frames[-1], out)
+
+
+def diffusers_grid(steps, spacing="trailing"):
+    from diffusers import DDPMScheduler
+    scheduler = DDPMScheduler(num_train_timesteps=300, timestep_spacing=spacing)
+    scheduler.set_timesteps(steps)
+    return scheduler.timesteps.tolist()
+
+
+def test_trailing_timesteps_are_diffusers_without_its_stray_last_step():
+    for steps in (1, 6, 10, 20, 50, 150, 300):
+        assert trailing_timesteps(300, steps) == diffusers_grid(steps)
+    for steps in (7, 14, 55, 291):  # diffusers' float arange yields steps + 1 timesteps there, the last -1
+        assert diffusers_grid(steps)[-1] == -1 and trailing_timesteps(300, steps) == diffusers_grid(steps)[:-1]
+    for steps in range(1, 301):
+        grid = trailing_timesteps(300, steps)
+        assert len(set(grid)) == steps and grid[0] == 299 and grid == sorted(grid, reverse=True) and grid[-1] >= 0
+    with pytest.raises(ValueError, match="steps must be in"):
+        trailing_timesteps(300, 301)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 50), ("ddpm", 7), ("dpmsolver", 7), ("ddim", 14)])
+def test_strided_samplers_use_trailing_spacing_starting_at_T(sampler, steps):
+    """With fewer steps than T a sampler starts from pure noise at t = T (diffusers' 299) and calls the model
+    `steps` times on the "trailing" grid, not on diffusers' default "leading" one (which starts at 294 for 50)."""
+    s = DDPMSchedule.linear(300)
+    model = Recording(PointMassEps(torch.rand(1, 1, 28, 28), s))
+    sample_ddpm(model, s, 1, torch.Generator().manual_seed(0), sampler=sampler, steps=steps)
+    seen = [t for t, _ in model.calls]
+    assert seen[0] == 300 and seen == [td + 1 for td in trailing_timesteps(300, steps)]
+    assert seen != [td + 1 for td in diffusers_grid(steps, "leading")]
+
+
+@pytest.mark.parametrize("steps", [7, 40, 12])
+def test_ddim_steps_to_the_next_trailing_timestep(steps):
+    """DDIM with an exact eps-model keeps its eps estimate, so after the first step x stays on the forward path: at
+    every later call with timestep t the model must see sqrt(abar_t) x* + sqrt(1 - abar_t) eps. diffusers'
+    DDIMScheduler steps to t - T // steps instead of the next trailing timestep when steps does not divide T
+    (7, 40), and then the model sees the x of another t."""
+    s = DDPMSchedule.linear(300)
+    target = torch.rand(1, 1, 28, 28) * 0.8 + 0.1
+    model = Recording(PointMassEps(target, s))
+    out, _ = sample_ddpm(model, s, 2, torch.Generator().manual_seed(0), sampler="ddim", steps=steps)
+    assert len(model.calls) == steps and model.calls[0][0] == 300
+    eps = model.inner(model.calls[0][1], torch.full((2,), 1.0))  # the first (and every) eps estimate
+    for t, x in model.calls[1:]:
+        abar = s.alphas_cumprod[t]
+        torch.testing.assert_close(x, abar.sqrt() * target + (1 - abar).sqrt() * eps, rtol=0, atol=2e-4)
+    torch.testing.assert_close(out, target.expand(2, -1, -1, -1), rtol=0, atol=2e-4)
+
+
+def test_ddim_equals_diffusers_when_steps_divide_T():
+    from diffusers import DDIMScheduler
+    s = DDPMSchedule.linear(300)
+    model = PointMassEps(torch.rand(1, 1, 28, 28), s)
+    x = torch.randn(2, 1, 28, 28) * 0.5  # off the marginal, so each step's x0 estimate matters
+    model_t = lambda x, td: model(x, torch.full((2,), td + 1) / 300) + 0.1 * x  # noqa: E731 (an inexact model)
+    ours, _ = sample_ddpm(lambda_module(model_t), s, 2, torch.Generator().manual_seed(0), sampler="ddim", steps=10)
+    ref = DDIMScheduler(num_train_timesteps=300, trained_betas=s.betas[1:].double().numpy(), clip_sample=False,
+                        set_alpha_to_one=True, timestep_spacing="trailing")
+    ref.set_timesteps(10)
+    y = torch.randn((2, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    for td in ref.timesteps:
+        y = ref.step(model_t(y, int(td)), td, y).prev_sample
+    torch.testing.assert_close(ours, y.clamp(0, 1), rtol=0, atol=1e-4)
+
+
+def lambda_module(fn):
+    """An nn.Module whose forward(x, t) is fn(x, diffusers timestep)."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, c=None):
+            return fn(x, int((t[0] * 300).round()) - 1)
+    return M()
+
+
+def test_cfg_combines_in_fp32_under_bf16_autocast():
+    """The UNet runs in bf16 under autocast; the guided estimate out_u + gamma (out_c - out_u) is formed in fp32
+    from those bf16 outputs, not rounded to bf16 again (at gamma = 5 that would amplify the rounding)."""
+    torch.manual_seed(0)
+    model = build_model("class_fm", 8).eval()
+    labels, gamma = torch.tensor([1, 7, 3]), 5.0
+    x, t = torch.randn(3, 1, 28, 28), torch.full((3,), 0.3)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = guided(model, labels, gamma)(x, t)
+        raw = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([one_hot(labels), torch.zeros(3, 10)]))
+    assert raw.dtype == torch.bfloat16, "the UNet should have run in bf16"
+    out_c, out_u = raw.float().chunk(2)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, out_u + gamma * (out_c - out_u))
+    bf_c, bf_u = raw.chunk(2)
+    assert not torch.equal(out, (bf_u + gamma * (bf_c - bf_u)).float()), "bf16 combination rounds differently"
 
 
 @pytest.mark.parametrize("sampler", ["euler", "heun"])

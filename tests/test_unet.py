@@ -82,16 +82,43 @@ def test_conditioning_changes_both_modulated_activations(kind):
         assert _differ(a["up1"], u["up1"]) and not torch.equal(out_a, out_o)
 
 
-def test_modulation_kinds_follow_the_spec():
-    assert build_model("class_ddpm", 4).modulation == "add"
-    assert build_model("class_fm", 4).modulation == "mul"
+# The course pages' pseudo code, per kind, as f(h, t_emb, c_emb) at Unflatten (t1, c1) and after up1 (t2, c2).
+# DDPM page (fa24 partb.html):   unflatten = unflatten + t1;  class: unflatten = c1 * unflatten + t1
+# Flow page (partb_fm.html):     unflatten = unflatten * t1;  class: unflatten = c1 * unflatten + t1
+COURSE_RULE = {"time_ddpm": lambda h, t, c: h + t, "time_fm": lambda h, t, c: h * t,
+               "class_ddpm": lambda h, t, c: c * h + t, "class_fm": lambda h, t, c: c * h + t}
+
+
+@pytest.mark.parametrize("kind", list(COURSE_RULE))
+def test_modulation_follows_the_course_pages(kind):
+    """In a real forward pass, the tensors entering up1 and up2 hold the Unflatten and first-UpBlock outputs
+    modulated exactly as the course's pseudo code says (c = one-hot class through fc*_c, t through fc*_t)."""
+    torch.manual_seed(0)
+    d = 8
+    m = build_model(kind, d).eval()
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([0.2, 0.7])
+    c = one_hot(torch.tensor([3, 8])) if kind.startswith("class") else None
+    raw = {}
+    hooks = [m.unflatten.register_forward_hook(lambda mod, a, out: raw.__setitem__("unflatten", out.clone())),
+             m.up1.register_forward_hook(lambda mod, a, out: raw.__setitem__("up1", out.clone()))]
+    _, seen = _block_inputs(m, x, t, c)
+    for h in hooks:
+        h.remove()
+    rule = COURSE_RULE[kind]
+    with torch.no_grad():
+        t1, t2 = (f(t.view(-1, 1))[:, :, None, None] for f in (m.fc1_t, m.fc2_t))
+        c1, c2 = (None, None) if c is None else (f(c)[:, :, None, None] for f in (m.fc1_c, m.fc2_c))
+    torch.testing.assert_close(seen["up1"][:, 2 * d:], rule(raw["unflatten"], t1, c1))
+    torch.testing.assert_close(seen["up2"][:, d:], rule(raw["up1"], t2, c2))
+
+
+def test_class_flow_model_is_not_the_old_c_t_h_product():
+    m = build_model("class_fm", 4)
+    h, t, c = torch.randn(2, 8, 7, 7), torch.randn(2, 8), torch.randn(2, 8)
+    got = m._modulate(h, t, c)
+    assert torch.allclose(got, c[:, :, None, None] * h + t[:, :, None, None])
+    assert not torch.allclose(got, c[:, :, None, None] * t[:, :, None, None] * h)
     assert build_model("denoiser", 4).conditioning == "none"
-    m = UNet(4, "time", "mul")
-    h, t = torch.randn(2, 8, 7, 7), torch.randn(2, 8)
-    assert torch.equal(m._modulate(h, t, None), t[:, :, None, None] * h)
-    m.modulation = "add"
-    c = torch.randn(2, 8)
-    assert torch.allclose(m._modulate(h, t, c), c[:, :, None, None] * h + t[:, :, None, None])
 
 
 def test_missing_conditioning_is_a_clear_error():
