@@ -4,7 +4,7 @@ intended-class accuracy."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,26 +73,37 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: 
 @dataclass(frozen=True)
 class Legibility:
     """When an image reads as a digit: the classifier gives one digit probability >= `confidence`, and the image's
-    features lie no farther from that digit's mean real features than the `quantile` of real digits do from theirs.
+    features are no farther from that digit's mean real features than the `quantile` of real digits are from theirs.
 
-    Confidence alone is not enough: a classifier also answers confidently about images unlike any digit (noise,
-    blobs), and the distance check turns those away."""
-    means: torch.Tensor  # C×D mean features of the real images the classifier assigns to each class
-    radius: float
+    Confidence alone is not enough: the classifier also answers confidently about images unlike any digit (on
+    uniform noise it is 98% sure). The distance is Mahalanobis with one covariance shared by the classes, shrunk
+    toward a scaled identity so that rare feature directions do not dominate (Lee et al. 2018)."""
+    means: torch.Tensor      # C×D mean features of the real images the classifier assigns to each class
+    precision: torch.Tensor  # D×D inverse of the shrunk shared covariance
+    radius: float            # squared distance that `quantile` of the real images stay within
     confidence: float = 0.9
 
     @classmethod
-    def fit(cls, feats: torch.Tensor, logits: torch.Tensor, confidence: float = 0.9,
-            quantile: float = 0.99) -> "Legibility":
+    def fit(cls, feats: torch.Tensor, logits: torch.Tensor, confidence: float = 0.9, quantile: float = 0.99,
+            shrinkage: float = 0.1) -> "Legibility":
         """The rule for real images' features and logits (a class no real image is assigned to admits nothing)."""
-        pred = logits.argmax(1)
+        feats, pred = feats.double(), logits.argmax(1)
         means = torch.stack([feats[pred == c].mean(0) for c in range(logits.shape[1])])
-        return cls(means, (feats - means[pred]).norm(dim=1).quantile(quantile).item(), confidence)
+        centered = feats - means[pred]
+        cov = centered.T @ centered / len(feats)
+        cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / len(cov) * torch.eye(len(cov), dtype=cov.dtype)
+        rule = cls(means, torch.linalg.inv(cov), float("inf"), confidence)
+        return replace(rule, radius=rule.distance(feats, pred).quantile(quantile).item())
+
+    def distance(self, feats: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distance of each feature row to the mean of its class."""
+        d = feats.double() - self.means[classes]
+        return ((d @ self.precision) * d).sum(1)
 
     def legible(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Per image: does it read as a digit?"""
         p, pred = logits.softmax(1).max(1)
-        return (p >= self.confidence) & ((feats - self.means[pred]).norm(dim=1) <= self.radius)
+        return (p >= self.confidence) & (self.distance(feats, pred) <= self.radius)
 
     def score(self, feats: torch.Tensor, logits: torch.Tensor) -> float:
         """The fraction of images that read as a digit."""

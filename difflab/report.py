@@ -125,10 +125,10 @@ def sample_quality_table(scores: dict[str, dict], params: dict) -> Table:
                  f"Fréchet distance between the classifier's 128-d penultimate features of n generated digits and of "
                  f"the MNIST test digits; 'real vs real' is the same distance for the first n training digits, the "
                  f"floor for this n. Samplers: {how}. Legibility is the share of samples that read as a digit: "
-                 f"the classifier gives one digit probability ≥ 0.9 and the sample's features lie within the distance "
-                 f"from that digit's mean test-digit features that holds 99% of test digits; 'real-digit "
-                 f"legibility' is the same share of the MNIST test digits, the ceiling. Intended-class accuracy "
-                 f"is the share of class-conditioned samples the classifier labels as the digit asked for.")
+                 f"the classifier gives one digit probability ≥ 0.9, and the Mahalanobis distance of the sample's "
+                 f"features to that digit's mean test-digit features is within that of 99% of test digits; "
+                 f"'real-digit legibility' is the same share of the MNIST test digits, the ceiling. Intended-class "
+                 f"accuracy is the share of class-conditioned samples the classifier labels as the digit asked for.")
 
 
 def per_class_table(scores: dict[str, dict]) -> Table | None:
