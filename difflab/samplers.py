@@ -1,4 +1,4 @@
-"""Samplers for the Part B generative UNets: DDPM ancestral, DDIM / DPM-Solver++ (diffusers), flow Euler / Heun.
+"""Samplers for the Part B generative UNets: DDPM ancestral, DDIM, DPM-Solver++ (diffusers), flow Euler / Heun.
 
 Classifier-free guidance runs conditional and unconditional rows in one batched forward:
 eps = eps_u + gamma * (eps_c - eps_u), combined in fp32 whatever precision the UNet ran in.
