@@ -1,19 +1,113 @@
-"""Does an illusion work? A digit classifier judges both readings of visual anagrams and hybrid images."""
+"""Does an illusion work? Each reading of an anagram or hybrid must read as its digit *and* look like a real digit.
+
+A classifier asked about an image unlike any digit (an upside-down 7, a jigsaw of strokes) still answers with
+confidence, so the classifier alone is fooled. `DigitScorer` models real digits in the classifier's penultimate
+features as one Gaussian per class with a shared covariance (Lee et al. 2018), fitted on real data: an image reads
+as the class of highest posterior, and is realistic for a class when its Mahalanobis distance to that class is within
+the 95th percentile of real held-out digits of the class. A hybrid's readings are judged by scorers fitted on real
+digits seen the same way (blurred; high-passed), since a person reads a blurred digit as a digit.
+Per illusion it reports the success rate and Visual Anagrams' alignment and concealment scores (Geng et al.,
+CVPR 2024, sec. 4.1) with the class log-posteriors in place of CLIP similarities:
+A = min over views i of p(y_i | view_i); C = mean over views i of softmax over the illusion's targets j of
+log p(y_j | view_i), taken at j = i.
+"""
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
 from difflab.filters import highpass, lowpass
 
-Classify = Callable[[torch.Tensor], torch.Tensor]  # images N x 1 x 28 x 28 in [0, 1] -> labels (N,)
+Transform = Callable[[torch.Tensor], torch.Tensor]
+REAL_QUANTILE = 0.95  # a view is realistic when as close to its class as 95 % of real held-out digits
+SHRINKAGE = 0.1       # covariance shrinkage toward a scaled identity, so rare feature directions do not dominate
+QUANTILES = (0.1, 0.5, 0.9)
 
 
-def anagram_success(upright: torch.Tensor, turned: torch.Tensor, labels: tuple[int, int], classify: Classify) -> float:
-    """Fraction of anagrams whose upright image reads as labels[0] and whose transformed view reads as labels[1]."""
-    ok = (classify(upright).cpu() == labels[0]) & (classify(turned).cpu() == labels[1])
-    return ok.float().mean().item()
+@dataclass(frozen=True)
+class DigitScorer:
+    """Reads a batch of [0, 1] images: the classifier's probabilities and the realism test per class."""
+    model: nn.Module
+    means: torch.Tensor       # (10, F) class means of real features
+    precision: torch.Tensor   # (F, F) inverse of the shared, shrunk covariance
+    thresholds: torch.Tensor  # (10,) REAL_QUANTILE of real held-out digits' distances to their own class
+
+    @classmethod
+    def fit(cls, model: nn.Module, fit_images: torch.Tensor, fit_labels: torch.Tensor, held_images: torch.Tensor,
+            held_labels: torch.Tensor, transform: Transform | None = None) -> "DigitScorer":
+        """Class means and covariance from fit_*, thresholds from held_* (distinct real digits), all seen through
+        `transform` (e.g. the low-pass filter a hybrid is read through)."""
+        from difflab.classifier import features
+
+        t = transform or (lambda x: x)
+        feats = features(model, t(fit_images)).double()
+        means = torch.stack([feats[fit_labels == d].mean(0) for d in range(10)])
+        centred = feats - means[fit_labels]
+        cov = centred.T @ centred / max(1, len(feats) - 10)
+        cov = (1 - SHRINKAGE) * cov + SHRINKAGE * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)
+        precision = torch.linalg.inv(cov)
+        scorer = cls(model, means.float(), precision.float(), torch.zeros(10))
+        dist = scorer.distances_from(features(model, t(held_images)))
+        own = dist[torch.arange(len(held_labels)), held_labels]
+        thresholds = torch.stack([own[held_labels == d].quantile(REAL_QUANTILE) for d in range(10)])
+        return cls(model, means.float(), precision.float(), thresholds)
+
+    def distances_from(self, feats: torch.Tensor) -> torch.Tensor:
+        """(N, 10) Mahalanobis distances of features to every class mean."""
+        diff = feats.float()[:, None, :] - self.means[None]
+        return torch.einsum("ncf,fg,ncg->nc", diff, self.precision, diff).clamp_min(0).sqrt()
+
+    def read(self, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(class | image) (N, 10), realistic (N, 10) bool: within the threshold of each class).
+
+        The probabilities are the posterior of the fitted Gaussian classes (equal priors, shared covariance):
+        p(y | f) proportional to exp(-d_y^2 / 2). On plain digits this agrees with the classifier's head; unlike the
+        head it also reads digits seen through a filter it was fitted on (blurred, high-passed)."""
+        from difflab.classifier import features
+
+        dist = self.distances_from(features(self.model, images01.float().cpu()))
+        return torch.log_softmax(-dist.double() ** 2 / 2, 1).float(), dist <= self.thresholds
+
+    def passes(self, images01: torch.Tensor, target: int | torch.Tensor) -> torch.Tensor:
+        """(N,) bool: the classifier reads `target` and the image is as close to that class as real digits are."""
+        logp, real = self.read(images01)
+        target = torch.as_tensor(target).expand(len(images01))
+        rows = torch.arange(len(images01))
+        return (logp.argmax(1) == target) & real[rows, target]
+
+
+def quantiles(x: torch.Tensor) -> dict[str, float]:
+    """The QUANTILES of a 1-D tensor as {"q10": .., "q50": .., "q90": ..}, rounded for metrics JSON."""
+    q = torch.quantile(x.double(), torch.tensor(QUANTILES, dtype=torch.double))
+    return {f"q{round(p * 100)}": round(v.item(), 4) for p, v in zip(QUANTILES, q)}
+
+
+def score_views(readings: Sequence[tuple[DigitScorer, torch.Tensor]], targets: Sequence[int | torch.Tensor]) -> dict:
+    """Per illusion (N seeds): success (every view passes its scorer), alignment A and concealment C per seed.
+
+    readings[i] = (scorer for view i, the N images of view i); targets[i] = the digit view i must read as (an int,
+    or one per image)."""
+    n = len(readings[0][1])
+    rows = torch.arange(n)
+    ys = [torch.as_tensor(t).long().expand(n) for t in targets]
+    ok, logps = torch.ones(n, dtype=torch.bool), []
+    for (scorer, images), y in zip(readings, ys):
+        logp, real = scorer.read(images)
+        ok &= (logp.argmax(1) == y) & real[rows, y]
+        logps.append(logp)
+    own = torch.stack([lp[rows, y] for lp, y in zip(logps, ys)], 1)                         # (N, views)
+    among = torch.stack([torch.stack([lp[rows, y] for y in ys], 1) for lp in logps], 1)     # (N, views, targets)
+    concealment = torch.log_softmax(among, -1).diagonal(dim1=1, dim2=2).exp().mean(1)       # (N,)
+    return {"success": ok, "alignment": own.exp().min(1).values, "concealment": concealment}
+
+
+def summary(scores: dict) -> dict:
+    """Success rate and the quantiles of A and C over seeds, for metrics JSON."""
+    return {"success": round(scores["success"].float().mean().item(), 4),
+            "alignment": quantiles(scores["alignment"]), "concealment": quantiles(scores["concealment"])}
 
 
 def high_frequencies(images01: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
@@ -22,9 +116,41 @@ def high_frequencies(images01: torch.Tensor, kernel: int, sigma: float) -> torch
     return hp / hp.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
 
 
-def hybrid_success(images01: torch.Tensor, labels: tuple[int, int], classify: Classify, kernel: int,
-                   sigma: float) -> float:
-    """Fraction of hybrids whose low-pass reads as labels[0] and whose high-pass reads as labels[1]."""
-    low = classify(lowpass(images01, kernel, sigma)).cpu() == labels[0]
-    high = classify(high_frequencies(images01, kernel, sigma)).cpu() == labels[1]
-    return (low & high).float().mean().item()
+def hybrid_readings(images01: torch.Tensor, kernel: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a person sees of a hybrid from afar (the low-pass) and up close (its high frequencies)."""
+    return lowpass(images01, kernel, sigma), high_frequencies(images01, kernel, sigma)
+
+
+@dataclass
+class Judge:
+    """Judges digit illusions: the classifier, real digits to fit realism on (fit and held-out, each (x, y)), and
+    the digit a prompt names. A scorer per way of seeing (plain, or through a hybrid's filter) is fitted once."""
+    model: nn.Module
+    fit_digits: tuple[torch.Tensor, torch.Tensor]
+    held_digits: tuple[torch.Tensor, torch.Tensor]
+    label: Callable[[str], int]
+    scorers: dict = field(default_factory=dict)
+
+    def scorer(self, key: tuple = (), transform: Transform | None = None) -> DigitScorer:
+        """The scorer for images seen through `transform` (cached under `key`; () is the plain scorer)."""
+        if key not in self.scorers:
+            self.scorers[key] = DigitScorer.fit(self.model, *self.fit_digits, *self.held_digits, transform)
+        return self.scorers[key]
+
+    def hybrid_scorers(self, kernel: int, sigma: float) -> tuple[DigitScorer, DigitScorer]:
+        """Scorers for a hybrid's two readings, fitted on real digits seen the same way (blurred; high-passed)."""
+        return (self.scorer(("low", kernel, sigma), lambda x: lowpass(x, kernel, sigma)),
+                self.scorer(("high", kernel, sigma), lambda x: high_frequencies(x, kernel, sigma)))
+
+
+def mnist_judge(classifier_path, mnist_root, device: torch.device, n_fit: int = 5000, n_held: int = 5000) -> Judge:
+    """The pipeline's classifier with realism fitted on the first n_fit MNIST training digits and calibrated on the
+    first n_held test digits; prompts name digits as the MNIST backbone reads them."""
+    from difflab.classifier import load_classifier
+    from difflab.data import load_mnist
+    from difflab.prompts import parse_prompt
+
+    x, y = load_mnist(mnist_root, train=True)
+    xt, yt = load_mnist(mnist_root, train=False)
+    return Judge(load_classifier(classifier_path, device), (x[:n_fit], y[:n_fit]), (xt[:n_held], yt[:n_held]),
+                 parse_prompt)

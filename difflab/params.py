@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -12,12 +13,20 @@ from typing import Any, Callable
 
 import yaml
 
-from difflab.objectives import KINDS
-from difflab.samplers import DDPM_SAMPLERS, FLOW_SAMPLERS
+from difflab.errors import DifflabError
+from difflab.prompts import parse_prompt
+
+# The names params may choose from. The code that implements each family imports its list from here (tests check
+# that the implementations cover exactly these), so validating params loads no torch and no model code.
+KINDS = ("denoiser", "pure_noise", "time_ddpm", "class_ddpm", "time_fm", "class_fm")
+DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_sde")
+FLOW_SAMPLERS = ("euler", "heun")
+VIEW_NAMES = ("identity", "flip", "rotate_cw", "rotate_ccw", "rotate_180", "negate", "skew", "patch_permute",
+              "pixel_permute", "jigsaw", "inner_circle", "square_hinge")
 
 
-class ParamsError(ValueError):
-    pass
+class ParamsError(DifflabError, ValueError):
+    """A params.yaml setting that is missing, misspelt or out of range; the message names the key and the fix."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ DEVICE = P(str, pattern=r"auto|cpu|cuda(:\d+)?|mps")
 
 MODEL = {
     "kind": P(str, choices=KINDS),
+    "schedule": P(str, choices=("ddpm", "seed")),  # the section its training reads for the noise schedule
     "hidden": P(int, 1, 1024),
     "batch_size": P(int, 1, 65536),
     "epochs": P(int, 1, 10000),
@@ -57,11 +67,11 @@ MODEL = {
     "sigma": P(NUM, 0, 100, optional=True),
     "p_uncond": P(NUM, 0, 1, optional=True),
     "snapshots": P(list, item=P(int, 1, 10000)),
-    "train_subset": P(int, 0, 60000, optional=True),  # overrides data.train_subset for this model
+    "train_subset": P(int, 0, 60000),  # first N training digits (0 = all)
 }
 
 PROMPT_LIST = P(list, item=P(str))
-PART_A_PROMPTS = {"samples": PROMPT_LIST, "photo": P(str), "edits": PROMPT_LIST,
+PART_A_PROMPTS = {"samples": PROMPT_LIST, "photo": P(str), "sdedit": P(str), "edits": PROMPT_LIST,
                   "anagrams": P(list, item=PROMPT_LIST), "hybrids": P(list, item=PROMPT_LIST)}
 FILTER = {"kernel": P(int, 1, 255), "sigma": P(NUM, 0, 100)}
 BOX = P(list, item=P(NUM, 0, 1))
@@ -79,9 +89,12 @@ PART_A = {
     "blur": FILTER,
     "hybrid_filter": FILTER,
     "n_seeds": P(int, 1, 100000),
+    "pair_matrix": {"views": P(list, item=P(str)), "seeds": P(int, 1, 1000), "steps": P(int, 2, 10000)},
+    "hybrid_sweep": {"sigmas": P(list, item=P(NUM, 0.05, 20)), "seeds": P(int, 1, 1000)},
     "mnist": {"test_indices": P(list, item=P(int, 0, 9999)), "web_text": P(str, pattern=r"\S.*"), "inpaint_box": BOX,
               "prompts": PART_A_PROMPTS},
     "deepfloyd": {"stage1": P(str), "stage2": P(str), "upsample": P(bool), "stage2_steps": P(int, 1, 1000),
+                  "thresholding": P(bool),
                   "test_images": P(list, item=P(str)), "web_image": P(str), "inpaint_box": BOX,
                   "prompts": PART_A_PROMPTS},
 }
@@ -91,7 +104,7 @@ SCHEMA: dict[str, Any] = {
     "device": DEVICE,
     "precision": P(str, choices=("auto", "fp32", "bf16")),
     "gamma": P(NUM, 0, 100),
-    "data": {"source": P(str), "expect": P(str, choices=("mnist", "any")), "train_subset": P(int, 0, 60000)},
+    "data": {"source": P(str), "expect": P(str, choices=("mnist", "any"))},
     "ddpm": {"num_ts": P(int, 2, 10000), "beta1": P(NUM, 0, 1), "beta2": P(NUM, 0, 1)},
     "models": ("each", MODEL),
     "sample": {
@@ -103,7 +116,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": P(int, 1, 100000),
     },
     "denoiser_eval": {"sigmas": P(list, item=P(NUM, 0, 100)), "n_test": P(int, 0, 10000)},
-    "sampling": ("each", {"guidance": P(str, choices=("seed", "gamma"))}),
+    "sampling": ("each", {"guidance": P(str, choices=("seed", "gamma")), "schedule": P(str, choices=("ddpm", "seed"))}),
     "classifier": {"epochs": P(int, 1, 1000), "batch_size": P(int, 1, 65536), "lr": P(NUM, 0, 10),
                    "max_shift": P(int, 0, 8), "train_subset": P(int, 0, 60000)},
     "guidance_sweep": {"gammas": P(list, item=P(NUM, 0, 100)), "n": P(int, 10, 100000)},
@@ -125,9 +138,6 @@ EXTRA_CHECKS.append(_check_sweep)
 def _check_part_a(params: dict) -> None:
     """Shapes the flat schema cannot state: non-empty lists, [view, p1, p2] anagrams, [low, high] hybrids, boxes,
     and prompts the MNIST backbone can read."""
-    from difflab.backbones.mnist import parse_prompt
-    from difflab.views import VIEWS
-
     a = params["part_a"]
     for key in ("noise_fractions", "inference_steps", "sdedit_i_starts"):
         if not a[key]:
@@ -145,15 +155,18 @@ def _check_part_a(params: dict) -> None:
         if not prompts["samples"]:
             raise ParamsError(f"{key}.prompts.samples: empty; list the prompts to sample")
         for i, item in enumerate(prompts["anagrams"]):
-            if len(item) != 3 or item[0] not in VIEWS:
+            if len(item) != 3 or item[0] not in VIEW_NAMES:
                 raise ParamsError(f"{key}.prompts.anagrams[{i}]: got {item}; expected [view, upright prompt, "
-                                  f"prompt after the view] with view one of {', '.join(VIEWS)}")
+                                  f"prompt after the view] with view one of {', '.join(VIEW_NAMES)}")
         for i, item in enumerate(prompts["hybrids"]):
             if len(item) != 2:
                 raise ParamsError(f"{key}.prompts.hybrids[{i}]: got {item}; expected [low-pass prompt, "
                                   "high-pass prompt]")
+    for i, name in enumerate(a["pair_matrix"]["views"]):
+        if name not in VIEW_NAMES:
+            raise ParamsError(f"part_a.pair_matrix.views[{i}]: got {name!r}; expected one of {', '.join(VIEW_NAMES)}")
     p = a["mnist"]["prompts"]
-    for text in [*p["samples"], p["photo"], *p["edits"], *(x for item in p["anagrams"] for x in item[1:]),
+    for text in [*p["samples"], p["photo"], p["sdedit"], *p["edits"], *(x for item in p["anagrams"] for x in item[1:]),
                  *(x for item in p["hybrids"] for x in item)]:
         try:
             parse_prompt(text)
@@ -219,6 +232,14 @@ def _closest(word: str, options) -> str | None:
     return match[0] if match else None
 
 
+def _check_schedule(key: str, value: str, kind: str) -> None:
+    """`schedule` names the section a stage reads for the model's noise schedule; DVC needs it spelled out."""
+    want = "ddpm" if kind.endswith("_ddpm") else "seed"
+    if value != want:
+        raise ParamsError(f"{key}: got {value!r} for a {kind} model; set it to {want!r} (`ddpm` for DDPM kinds, "
+                          "`seed` for kinds without a noise schedule)")
+
+
 def validate(params: dict) -> dict:
     """Raise ParamsError naming the key, the value and what is allowed; return params unchanged when valid."""
     if not isinstance(params, dict):
@@ -232,6 +253,8 @@ def validate(params: dict) -> dict:
         raise ParamsError(f"sample.ddpm_steps: got {steps}; expected at most ddpm.num_ts ({ddpm['num_ts']}), the "
                           f"number of timesteps the DDPM models are trained on; use 0 for all {ddpm['num_ts']} steps "
                           f"or a smaller count")
+    for name, m in params["models"].items():
+        _check_schedule(f"models.{name}.schedule", m["schedule"], m["kind"])
     for name in params["sampling"]:
         kind = params["models"].get(name, {}).get("kind", "")
         if not kind.endswith(("_ddpm", "_fm")):
@@ -239,9 +262,58 @@ def validate(params: dict) -> dict:
                               f"(kind {kind or 'missing'!r}); sample only *_ddpm / *_fm models")
         if (params["sampling"][name]["guidance"] == "gamma") != kind.startswith("class_"):
             raise ParamsError(f"sampling.{name}.guidance: use `gamma` for class-conditioned models and `seed` otherwise")
+        _check_schedule(f"sampling.{name}.schedule", params["sampling"][name]["schedule"], kind)
     for check in EXTRA_CHECKS:
         check(params)
     return params
+
+
+TRACE_ENV = "DIFFLAB_PARAMS_TRACE"
+
+
+class TracedParams(dict):
+    """A validated params mapping that records the dotted key of every value a stage reads, so a test can compare
+    the keys read with the params the stage declares in dvc.yaml. Only used when DIFFLAB_PARAMS_TRACE is set."""
+
+    def __init__(self, data: dict, reads: set[str], prefix: str = ""):
+        super().__init__(data)
+        self._reads, self._prefix = reads, prefix
+
+    def _read(self, key: Any, value: Any) -> Any:
+        path = f"{self._prefix}{key}"
+        if isinstance(value, dict):
+            return TracedParams(value, self._reads, path + ".")
+        self._reads.add(path)
+        return value
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._read(key, super().__getitem__(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __iter__(self):  # overriding it makes dict(x) and **x go through keys() + __getitem__, so they are recorded
+        return super().__iter__()
+
+    def items(self):
+        return [(k, self[k]) for k in self]
+
+    def values(self):
+        return [self[k] for k in self]
+
+    def copy(self) -> dict:
+        return {k: self[k] for k in self}
+
+
+def _trace(params: dict, log: str) -> dict:
+    """Wrap params so every read is recorded; at exit append {"argv", "reads"} as a JSON line to `log`."""
+    import atexit
+    import json
+
+    reads: set[str] = set()
+    yaml.SafeDumper.add_representer(TracedParams, lambda d, data: d.represent_dict(data.copy()))
+    atexit.register(lambda: Path(log).open("a").write(json.dumps({"argv": sys.argv, "reads": sorted(reads)}) + "\n"))
+    return TracedParams(params, reads)
 
 
 def load(path: str | Path = "params.yaml") -> dict:
@@ -252,11 +324,13 @@ def load(path: str | Path = "params.yaml") -> dict:
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found; run from the repo root") from None
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML ({err})") from None
+        raise ParamsError(f"{path}: not valid YAML ({err}); fix the syntax at the line and column shown") from None
     try:
-        return validate(params)
+        validate(params)
     except ParamsError as err:
         raise ParamsError(f"{path}: {err}") from None
+    log = os.environ.get(TRACE_ENV)
+    return _trace(params, log) if log else params
 
 
 def main(argv: list[str]) -> int:

@@ -54,6 +54,9 @@ def randn(shape: Sequence[int], gen: torch.Generator, device: torch.device) -> t
 
 
 def _abar(backbone: Backbone, t: int) -> torch.Tensor:
+    """abar_t, and 1 for t = -1: the clean image one step past t = 0 (diffusers' final step)."""
+    if t < 0:
+        return torch.tensor(1.0, device=backbone.device)
     return backbone.alphas_cumprod[t].to(backbone.device)
 
 
@@ -128,14 +131,17 @@ def hybrid(backbone: Backbone, low_cond: torch.Tensor, high_cond: torch.Tensor, 
 # ---------------------------------------------------------------- the denoising loop
 
 def step(backbone: Backbone, x_t: torch.Tensor, t: int, t_prev: int, eps: torch.Tensor, variance: torch.Tensor,
-         noise: torch.Tensor) -> torch.Tensor:
+         noise: torch.Tensor, clean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """One strided DDPM step t -> t' (A.3):
     x_t' = sqrt(abar_t') beta / (1 - abar_t) x0 + sqrt(alpha)(1 - abar_t') / (1 - abar_t) x_t + v_sigma,
-    alpha = abar_t / abar_t', beta = 1 - alpha, x0 from A.2, v_sigma = sqrt(variance) * noise."""
+    alpha = abar_t / abar_t', beta = 1 - alpha, x0 from A.2 (passed through `clean`, e.g. IF's dynamic
+    thresholding, when given), v_sigma = sqrt(variance) * noise."""
     abar, abar_prev = _abar(backbone, t), _abar(backbone, t_prev)
     alpha = abar / abar_prev
     beta = 1 - alpha
     x0 = x0_estimate(backbone, x_t, t, eps)
+    if clean is not None:
+        x0 = clean(x0)
     mean = abar_prev.sqrt() * beta / (1 - abar) * x0 + alpha.sqrt() * (1 - abar_prev) / (1 - abar) * x_t
     return mean + variance.sqrt() * noise
 
@@ -143,30 +149,40 @@ def step(backbone: Backbone, x_t: torch.Tensor, t: int, t_prev: int, eps: torch.
 @torch.inference_mode()
 def iterative_denoise(backbone: Backbone, x_t: torch.Tensor, timesteps: Sequence[int], noise_fn: NoiseFn,
                       gen: torch.Generator, *, known: tuple[torch.Tensor, torch.Tensor] | None = None,
-                      keep_every: int = 0) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
+                      keep_every: int = 0, to_clean: bool = False,
+                      clean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
     """Denoise x_t (at timesteps[0]) along the given timesteps down to timesteps[-1].
 
     known = (x_orig, mask) inpaints (A.1.7.2): after every step the region outside the mask is replaced by the
     original noised to the new timestep, x_t <- m x_t + (1 - m) forward(x_orig, t).
+    to_clean adds diffusers' last step from timesteps[-1] to the clean image (abar = 1, no noise), as IFPipeline
+    does; clean post-processes every x0 estimate (see `step`).
     Returns the result and, every keep_every steps, (t, x_t) frames from before that step.
     """
     x, frames = x_t, []
-    for i, (t, t_prev) in enumerate(zip(timesteps[:-1], timesteps[1:])):
+    pairs = list(zip(timesteps[:-1], timesteps[1:])) + ([(timesteps[-1], -1)] if to_clean else [])
+    for i, (t, t_prev) in enumerate(pairs):
         if keep_every and i % keep_every == 0:
             frames.append((t, x))
+        if t_prev < 0:  # the final step draws no noise (diffusers draws none at t = 0)
+            eps, _ = noise_fn(x, t, None)
+            x = step(backbone, x, t, t_prev, eps, torch.zeros_like(x), torch.zeros_like(x), clean)
+            continue
         eps, variance = noise_fn(x, t, t_prev)
-        x = step(backbone, x, t, t_prev, eps, variance, randn(x.shape, gen, x.device))
+        x = step(backbone, x, t, t_prev, eps, variance, randn(x.shape, gen, x.device), clean)
         if known is not None:
             x_orig, mask = known
             x = mask * x + (1 - mask) * forward(backbone, x_orig, t_prev, randn(x.shape, gen, x.device))
     return x, frames
 
 
-def sample(backbone: Backbone, n: int, timesteps: Sequence[int], noise_fn: NoiseFn,
-           gen: torch.Generator) -> torch.Tensor:
+def sample(backbone: Backbone, n: int, timesteps: Sequence[int], noise_fn: NoiseFn, gen: torch.Generator, *,
+           to_clean: bool = False, clean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Generate n images from pure noise at timesteps[0] (A.1.5: iterative denoising with i_start = 0)."""
     shape = (n, backbone.channels, backbone.image_size, backbone.image_size)
-    return iterative_denoise(backbone, randn(shape, gen, backbone.device), timesteps, noise_fn, gen)[0]
+    return iterative_denoise(backbone, randn(shape, gen, backbone.device), timesteps, noise_fn, gen,
+                             to_clean=to_clean, clean=clean)[0]
 
 
 def sdedit(backbone: Backbone, x_orig: torch.Tensor, timesteps: Sequence[int], i_start: int, noise_fn: NoiseFn,

@@ -199,3 +199,62 @@ def test_deepfloyd_without_access_says_how_to_get_it(monkeypatch):
         backbone.image_size
     with pytest.raises(DeepFloydUnavailable, match="IF-I-L-v1.0"):
         backbone.embed(["a dog"])
+
+
+# ------------------------------------------------------------------ our loops against diffusers' IF pipelines
+
+def _if_pipeline(cls, repo: str, **scheduler_overrides):
+    """A diffusers IF pipeline loaded from a tiny repo, optionally with its scheduler's settings changed."""
+    pipe = cls.from_pretrained(repo, text_encoder=None, safety_checker=None, feature_extractor=None, watermarker=None,
+                               requires_safety_checker=False, variant="fp16")
+    if scheduler_overrides:
+        pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, **scheduler_overrides)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("thresholding", [False, True])
+def test_ifpipeline_stage1_equals_our_iterative_cfg_loop(deepfloyd, thresholding):
+    """Full timestep list, i_start = 0, the same generator and guidance: our loop is IFPipeline, to fp32 tolerance.
+    Without thresholding, both sides skip every x0 post-processing (the pipeline's scheduler neither thresholds nor
+    clips); with it, our loop applies the backbone's `threshold` and the pipeline its own configuration."""
+    from diffusers import IFPipeline
+
+    overrides = {} if thresholding else {"thresholding": False, "clip_sample": False}
+    pipe = _if_pipeline(IFPipeline, tiny_if_repos()[0], **overrides)
+    assert pipe.scheduler.config.thresholding == thresholding
+    cond, uncond = deepfloyd.embed(["a photo of a dog"]), deepfloyd.embed([""])
+    steps, scale = 8, 4.0
+    with torch.inference_mode():
+        theirs = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=steps,
+                      guidance_scale=scale, generator=torch.Generator().manual_seed(3), output_type="pt").images
+    ours = pa.sample(deepfloyd, 1, pa.inference_timesteps(1000, steps), pa.guided(deepfloyd, cond, uncond, scale),
+                     torch.Generator().manual_seed(3), to_clean=True,
+                     clean=deepfloyd.threshold if thresholding else None)
+    torch.testing.assert_close(ours, theirs.float(), rtol=1e-4, atol=1e-4)
+    other = pa.sample(deepfloyd, 1, pa.inference_timesteps(1000, steps), pa.guided(deepfloyd, cond, uncond, scale),
+                      torch.Generator().manual_seed(4), to_clean=True)
+    assert (other - theirs).abs().max() > 1e-2  # the comparison can fail: another seed is another image
+
+
+def test_ifpipeline_thresholding_changes_the_image(deepfloyd):
+    """The opt-in thresholding is not a no-op on the tiny model, so the test above checks something."""
+    cond, uncond = deepfloyd.embed(["a photo of a dog"]), deepfloyd.embed([""])
+    ts = pa.inference_timesteps(1000, 8)
+    run = [pa.sample(deepfloyd, 1, ts, pa.guided(deepfloyd, cond, uncond, 4.0), torch.Generator().manual_seed(3),
+                     to_clean=True, clean=clean) for clean in (None, deepfloyd.threshold)]
+    assert (run[0] - run[1]).abs().max() > 1e-3
+
+
+def test_ifpipeline_super_resolution_equals_our_stage2_call(deepfloyd):
+    from diffusers import IFSuperResolutionPipeline
+
+    pipe = _if_pipeline(IFSuperResolutionPipeline, tiny_if_repos()[1])
+    cond, uncond = deepfloyd.embed(["a photo of a dog"]), deepfloyd.embed([""])
+    images01 = torch.rand(1, 3, STAGE1_SIZE, STAGE1_SIZE, generator=torch.Generator().manual_seed(0))
+    ours = deepfloyd.upsample(images01, cond, uncond, torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        theirs = pipe(image=images01 * 2 - 1, prompt_embeds=cond, negative_prompt_embeds=uncond,
+                      num_inference_steps=deepfloyd.stage2_steps, generator=torch.Generator().manual_seed(5),
+                      output_type="pt").images
+    torch.testing.assert_close(ours, ((theirs.float() + 1) / 2).clamp(0, 1), rtol=1e-4, atol=1e-4)

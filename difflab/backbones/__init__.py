@@ -52,6 +52,11 @@ class Backbone(ABC):
         """The model's pixel space -> [0, 1] images (clipped)."""
         return ((x + 1) / 2).clamp(0, 1)
 
+    def threshold(self, x0: torch.Tensor) -> torch.Tensor:
+        """The backbone's own post-processing of an x0 estimate in its pipeline (IF: dynamic thresholding); none by
+        default. Part A applies it only where params ask (part_a.deepfloyd.thresholding, A.0)."""
+        return x0
+
     def upsample(self, images01: torch.Tensor, embeds: torch.Tensor, uncond: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
         """A super-resolved copy of generated images for display; backbones without a second stage return them as is."""

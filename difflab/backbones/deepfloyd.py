@@ -8,6 +8,7 @@ from functools import cached_property
 import torch
 
 from difflab.backbones import Backbone
+from difflab.errors import DifflabError
 
 MAX_PROMPT_TOKENS = 77  # IF's encode_prompt pads and truncates every prompt to 77 T5 tokens
 HOW_TO_GET_IF = ("DeepFloyd IF is gated: accept its licence at https://huggingface.co/{id}, log in with "
@@ -15,7 +16,7 @@ HOW_TO_GET_IF = ("DeepFloyd IF is gated: accept its licence at https://huggingfa
                  "Without a GPU and Hugging Face access, run Part A on the offline backbone: part_a.backbone=mnist")
 
 
-class DeepFloydUnavailable(RuntimeError):
+class DeepFloydUnavailable(DifflabError, RuntimeError):
     """IF cannot run here (no GPU, no licence/login, no network); the message says what to do."""
 
 
@@ -115,6 +116,16 @@ class DeepFloydBackbone(Backbone):
         scheduler.set_timesteps(timesteps=[t, t_prev])
         log_variance = scheduler._get_variance(t, predicted_variance=predicted_variance)
         return eps, torch.exp(log_variance)
+
+    def threshold(self, x0: torch.Tensor) -> torch.Tensor:
+        """What IF's DDPMScheduler.step does to x0: dynamic thresholding (Imagen: clip to the 95th percentile of
+        |x0|, at least 1, at most 1.5, and rescale) when configured, else clipping to [-1, 1] when configured."""
+        config, scheduler = self.stage1.scheduler.config, self.stage1.scheduler
+        if config.thresholding:
+            return scheduler._threshold_sample(x0)
+        if config.clip_sample:
+            return x0.clamp(-config.clip_sample_range, config.clip_sample_range)
+        return x0
 
     @torch.inference_mode()
     def upsample(self, images01: torch.Tensor, embeds: torch.Tensor, uncond: torch.Tensor,
