@@ -121,6 +121,20 @@ def hybrid_readings(images01: torch.Tensor, kernel: int, sigma: float) -> tuple[
     return lowpass(images01, kernel, sigma), high_frequencies(images01, kernel, sigma)
 
 
+def _strokes(x: torch.Tensor) -> torch.Tensor:
+    """Positive part scaled to peak at 1: a band of frequencies drawn as bright strokes on black."""
+    x = x.clamp_min(0)
+    return x / x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+
+
+def band_readings(images01: torch.Tensor, low: tuple[int, float],
+                  high: tuple[int, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A three-band hybrid read from afar (low-pass), at middle distance (the band between the filters) and up
+    close (high frequencies); low and high are (kernel, sigma) with low's sigma the larger."""
+    far = lowpass(images01, *low)
+    return far, _strokes(lowpass(images01, *high) - far), high_frequencies(images01, *high)
+
+
 @dataclass
 class Judge:
     """Judges digit illusions: the classifier, real digits to fit realism on (fit and held-out, each (x, y)), and
@@ -136,6 +150,10 @@ class Judge:
         if key not in self.scorers:
             self.scorers[key] = DigitScorer.fit(self.model, *self.fit_digits, *self.held_digits, transform)
         return self.scorers[key]
+
+    def band_scorers(self, low: tuple[int, float], high: tuple[int, float]) -> list[DigitScorer]:
+        """Scorers for a three-band hybrid's readings, fitted on real digits seen the same way."""
+        return [self.scorer(("band", k, low, high), lambda x, k=k: band_readings(x, low, high)[k]) for k in range(3)]
 
     def hybrid_scorers(self, kernel: int, sigma: float) -> tuple[DigitScorer, DigitScorer]:
         """Scorers for a hybrid's two readings, fitted on real digits seen the same way (blurred; high-passed)."""

@@ -72,7 +72,8 @@ MODEL = {
 
 PROMPT_LIST = P(list, item=P(str))
 PART_A_PROMPTS = {"samples": PROMPT_LIST, "photo": P(str), "sdedit": P(str), "edits": PROMPT_LIST,
-                  "anagrams": P(list, item=PROMPT_LIST), "hybrids": P(list, item=PROMPT_LIST)}
+                  "anagrams": P(list, item=PROMPT_LIST), "hybrids": P(list, item=PROMPT_LIST),
+                  "three_band": P(list, item=PROMPT_LIST)}
 FILTER = {"kernel": P(int, 1, 255), "sigma": P(NUM, 0, 100)}
 BOX = P(list, item=P(NUM, 0, 1))
 PART_A = {
@@ -91,6 +92,7 @@ PART_A = {
     "n_seeds": P(int, 1, 100000),
     "pair_matrix": {"views": P(list, item=P(str)), "seeds": P(int, 1, 1000), "steps": P(int, 2, 10000)},
     "hybrid_sweep": {"sigmas": P(list, item=P(NUM, 0.05, 20)), "seeds": P(int, 1, 1000)},
+    "three_band_sigmas": P(list, item=P(NUM, 0.05, 50)),
     "mnist": {"test_indices": P(list, item=P(int, 0, 9999)), "web_text": P(str, pattern=r"\S.*"), "inpaint_box": BOX,
               "prompts": PART_A_PROMPTS},
     "deepfloyd": {"stage1": P(str), "stage2": P(str), "upsample": P(bool), "stage2_steps": P(int, 1, 1000),
@@ -162,12 +164,20 @@ def _check_part_a(params: dict) -> None:
             if len(item) != 2:
                 raise ParamsError(f"{key}.prompts.hybrids[{i}]: got {item}; expected [low-pass prompt, "
                                   "high-pass prompt]")
+        for i, item in enumerate(prompts["three_band"]):
+            if len(item) != 3:
+                raise ParamsError(f"{key}.prompts.three_band[{i}]: got {item}; expected [low-frequency prompt, "
+                                  "middle-frequency prompt, high-frequency prompt]")
+    sigmas = a["three_band_sigmas"]
+    if len(sigmas) != 2 or not sigmas[0] > sigmas[1]:
+        raise ParamsError(f"part_a.three_band_sigmas: got {sigmas}; expected [larger sigma, smaller sigma] at 64 px, "
+                          "e.g. [4.0, 1.0]: below the first is the low band, above the second the high band")
     for i, name in enumerate(a["pair_matrix"]["views"]):
         if name not in VIEW_NAMES:
             raise ParamsError(f"part_a.pair_matrix.views[{i}]: got {name!r}; expected one of {', '.join(VIEW_NAMES)}")
     p = a["mnist"]["prompts"]
     for text in [*p["samples"], p["photo"], p["sdedit"], *p["edits"], *(x for item in p["anagrams"] for x in item[1:]),
-                 *(x for item in p["hybrids"] for x in item)]:
+                 *(x for item in p["hybrids"] for x in item), *(x for item in p["three_band"] for x in item)]:
         try:
             parse_prompt(text)
         except ValueError as err:

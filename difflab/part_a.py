@@ -114,18 +114,32 @@ def anagram(backbone: Backbone, views: Sequence[View], conds: Sequence[torch.Ten
     return combined
 
 
-def hybrid(backbone: Backbone, low_cond: torch.Tensor, high_cond: torch.Tensor, uncond: torch.Tensor, scale: float,
-           kernel: int, sigma: float) -> NoiseFn:
-    """Hybrid images (A.1.9): eps = lowpass(eps_1) + highpass(eps_2), both guided, in one batch.
-    The variance is that of the low-pass prompt."""
-    fn = guided(backbone, torch.cat([low_cond, high_cond]), torch.cat([uncond, uncond]), scale)
+def factorized(backbone: Backbone, conds: Sequence[torch.Tensor], uncond: torch.Tensor, scale: float,
+               bands: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> NoiseFn:
+    """Factorized diffusion (Geng et al., 2024): eps = sum_i band_i(eps_cfg(x_t, p_i)), every prompt in one batch.
+    The bands must sum to the identity (low + high, or low + mid + high). The variance is the first prompt's."""
+    k = len(conds)
+    fn = guided(backbone, torch.cat(list(conds)), torch.cat([uncond] * k), scale)
 
     def combined(x: torch.Tensor, t: int, t_prev: int | None):
-        eps, var = fn(torch.cat([x, x]), t, t_prev)
-        eps_low, eps_high = eps.chunk(2)
-        eps = lowpass(eps_low, kernel, sigma) + highpass(eps_high, kernel, sigma)
-        return eps, None if var is None else var.chunk(2)[0]
+        eps, var = fn(torch.cat([x] * k), t, t_prev)
+        eps = sum(band(e) for band, e in zip(bands, eps.chunk(k)))
+        return eps, None if var is None else var.chunk(k)[0]
     return combined
+
+
+def hybrid(backbone: Backbone, low_cond: torch.Tensor, high_cond: torch.Tensor, uncond: torch.Tensor, scale: float,
+           kernel: int, sigma: float) -> NoiseFn:
+    """Hybrid images (A.1.9): eps = lowpass(eps_1) + highpass(eps_2), both guided, in one batch."""
+    return factorized(backbone, [low_cond, high_cond], uncond, scale,
+                      [lambda e: lowpass(e, kernel, sigma), lambda e: highpass(e, kernel, sigma)])
+
+
+def three_bands(low: tuple[int, float], high: tuple[int, float]) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """Low, middle and high frequencies from two Gaussian filters (kernel, sigma), low[1] > high[1]: lowpass(low),
+    lowpass(high) - lowpass(low) and x - lowpass(high), which sum to x."""
+    return [lambda e: lowpass(e, *low), lambda e: lowpass(e, *high) - lowpass(e, *low),
+            lambda e: highpass(e, *high)]
 
 
 # ---------------------------------------------------------------- the denoising loop

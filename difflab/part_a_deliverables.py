@@ -14,7 +14,7 @@ from difflab import manifest
 from difflab import part_a as pa
 from difflab.backbones import Backbone
 from difflab.filters import highpass, lowpass, scaled_kernel
-from difflab.illusions import Judge, hybrid_readings, score_views, summary
+from difflab.illusions import Judge, band_readings, hybrid_readings, score_views, summary
 from difflab.metrics import psnr
 from difflab.params import ParamsError
 from difflab.part_a_config import PartAConfig
@@ -105,6 +105,7 @@ class PartA:
             if self.judge:
                 self.hybrid_sweep()
             self.hybrids()
+            self.three_band_hybrids()
         manifest.write(self.out, self.figures)
         return self.metrics
 
@@ -217,13 +218,14 @@ class PartA:
         edits = [e for e in [*self.images.test, *self.images.user] if e.mask is not None]
         x0 = self.encode(edits)
         mask = torch.stack([e.mask for e in edits]).to(self.b.device)
-        result = pa.inpaint(self.b, x0, mask, self.ts, self.guided([self.cfg.prompts.photo] * len(edits)),
+        result = pa.inpaint(self.b, x0, mask, self.ts, self.guided([self.cfg.prompts.sdedit] * len(edits)),
                             self.gen(72))
         rows = [[self.first(x0[k:]), mask[k].expand_as(x0[k]).float().cpu(), (self.b.decode(x0[k]) * mask[k]).cpu(),
                  self.first(result[k:])] for k in range(len(edits))]
         self.figure("1_7_2_inpaint.png", "A.1.7.2", "Inpainting",
-                    "The masked region is generated from noise; after every step the rest is reset to the original "
-                    "noised to the current t: x_t <- m x_t + (1 - m) forward(x_orig, t).", rows,
+                    "The masked region is generated from noise with CFG and the generic prompt "
+                    f"{self.cfg.prompts.sdedit!r}; after every step the rest is reset to the original noised to the "
+                    "current t: x_t <- m x_t + (1 - m) forward(x_orig, t).", rows,
                     [e.name for e in edits], ["original", "mask", "to replace", "inpainted"])
 
     def text_sdedit(self) -> None:
@@ -378,6 +380,40 @@ class PartA:
                     f"{self.b.image_size} px: the low-pass prompt from afar, the high-pass prompt up close. The first "
                     f"{SHOWN_SEEDS} seeds of each pair, not picked.{_SCORE_NOTE if self.judge else ''}", rows, labels,
                     ["hybrid", "low-pass", "high-pass"] * SHOWN_SEEDS)
+
+
+    def three_band_hybrids(self) -> None:
+        """Factorized diffusion's three-band hybrid: one prompt for each of the low, middle and high frequencies."""
+        triples = self.cfg.prompts.three_band
+        if not triples:
+            return
+        scale = self.b.image_size / 64  # three_band_sigmas are given at 64 px, like the course's filters
+        low, high = ((kernel_for(s * scale), s * scale) for s in self.cfg.three_band_sigmas)
+        n, rows, labels, scores = self._illusion_count(), [], [], {}
+        for k, prompts in enumerate(triples):
+            fn = pa.factorized(self.b, [self.emb([p] * n) for p in prompts], self.emb([""] * n), self.cfg.cfg_scale,
+                               pa.three_bands(low, high))
+            x = pa.sample(self.b, n, self.ts, fn, self.gen(110 + k))
+            label = "\n".join(f"{band}: {p}" for band, p in zip(("low", "mid", "high"), prompts))
+            if self.judge:
+                digits = [self.judge.label(p) for p in prompts]
+                readings = band_readings(self.b.decode(x), low, high)
+                score = summary(score_views(list(zip(self.judge.band_scorers(low, high), readings)), digits))
+                scores["_".join(map(str, digits))] = score
+                label += f"\n{_score_label(score)}"
+            shown = self.upsampled(x[:SHOWN_SEEDS], [prompts[0]] * SHOWN_SEEDS, 110 + k)
+            up = shown.shape[-1] / self.b.image_size  # the same filters at display size
+            bands = band_readings(shown, *((kernel_for(s * up), s * up) for s in (low[1], high[1])))
+            rows.append([im for i in range(len(shown)) for im in (shown[i], *(b[i] for b in bands))])
+            labels.append(label)
+        if self.judge:
+            self.metrics["three_band"] = scores
+        self.figure("1_9_three_band.png", "A.1.9", "Three-band hybrid images",
+                    f"eps = low(eps_1) + mid(eps_2) + high(eps_3) (factorized diffusion): Gaussian sigmas "
+                    f"{low[1]:.3g} and {high[1]:.3g} at {self.b.image_size} px split low, middle and high frequencies; "
+                    f"the middle and high bands are drawn as bright strokes. The first {SHOWN_SEEDS} seeds, not "
+                    f"picked.{_SCORE_NOTE if self.judge else ''}", rows, labels,
+                    ["hybrid", "low", "mid", "high"] * SHOWN_SEEDS)
 
 
 _SCORE_NOTE = (" Beside each pair, over all its seeds: the success rate (every reading classified as its digit and as "

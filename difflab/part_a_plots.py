@@ -36,6 +36,9 @@ def sweep_curve(path: str | Path, sigmas: Sequence[float], curves: dict[str, Seq
         low, high = name.split("_")
         ax.plot(sigmas, ys, "o-", label=f"low {low} / high {high}")
     ax.axhline(0.5, ls="--", color="gray", label="50 %")
+    if max(max(ys) for ys in curves.values()) < 0.5:
+        ax.text(0.5, 0.62, "no cut-off reaches 50 % on any pair", transform=ax.transAxes, ha="center", fontsize=9,
+                color="darkred")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel(f"Gaussian sigma at {size} px")
     ax.set_ylabel("success rate")

@@ -48,6 +48,9 @@ def stand_in_classifier(images01: torch.Tensor) -> torch.Tensor:
     (("mnist", "prompts", "anagrams"), [["flop", "1", "7"]], "anagrams\\[0\\].*view one of identity, flip"),
     (("deepfloyd", "prompts", "hybrids"), [["a dog"]], "hybrids\\[0\\].*low-pass prompt, high-pass prompt"),
     (("mnist", "inpaint_box"), [0.5, 0.5, 0.2, 0.9], "top < bottom"),
+    (("three_band_sigmas",), [1.0, 4.0], "larger sigma, smaller sigma"),
+    (("mnist", "prompts", "three_band"), [["0", "8"]], "three_band\\[0\\].*middle-frequency"),
+    (("pair_matrix", "views"), ["flip", "twirl"], "pair_matrix.views\\[1\\].*one of identity"),
 ])
 def test_bad_part_a_params_say_what_is_allowed(key, value, message):
     from difflab.params import ParamsError, validate
@@ -90,6 +93,9 @@ def test_anagram_and_hybrid_reduce_to_cfg(mnist):
     cfg_eps, cfg_var = pa.guided(mnist, c, u, 5.0)(x, 10, 8)
     ana_eps, ana_var = pa.anagram(mnist, [View(), View()], [c, c], u, 5.0)(x, 10, 8)
     hyb_eps, _ = pa.hybrid(mnist, c, c, u, 5.0, 15, 0.875)(x, 10, 8)
+    three_eps, three_var = pa.factorized(mnist, [c, c, c], u, 5.0, pa.three_bands((11, 1.75), (3, 0.44)))(x, 10, 8)
+    torch.testing.assert_close(three_eps, cfg_eps, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(three_var, cfg_var)
     torch.testing.assert_close(ana_eps, cfg_eps)
     torch.testing.assert_close(ana_var, cfg_var)
     torch.testing.assert_close(hyb_eps, cfg_eps, rtol=1e-5, atol=1e-5)
@@ -132,6 +138,27 @@ def test_sdedit_uses_the_generic_prompt_and_several_digits():
     assert cfg.prompts.sdedit == "" and cfg.prompts.photo != ""  # unconditional on MNIST; A.1.7.3 keeps its prompts
     assert len(params["part_a"]["mnist"]["test_indices"]) >= 3
     assert len(cfg.prompts.edits) == len(params["part_a"]["mnist"]["test_indices"])
+
+
+def test_thresholding_param_applies_the_backbones_x0_processing_in_a0_only(mnist, tmp_path, monkeypatch):
+    import dataclasses
+
+    params = _tiny_params("mnist")
+    cfg = PartAConfig.from_params(params)
+    assert cfg.thresholding is False  # off unless part_a.backbone is deepfloyd and its thresholding is on
+    params["part_a"]["backbone"], params["part_a"]["deepfloyd"]["thresholding"] = "deepfloyd", True
+    assert PartAConfig.from_params(params).thresholding is True
+    calls = []
+    monkeypatch.setattr(mnist, "threshold", lambda x0: calls.append(len(x0)) or x0.clamp(0, 1), raising=False)
+    table = prompt_embeds.embed_all(mnist, cfg.prompts.all())
+    run = PartA(mnist, table, dataclasses.replace(cfg, thresholding=True), None, tmp_path)
+    run.out.mkdir(exist_ok=True)
+    run.samples()
+    steps = sum(cfg.inference_steps)  # every step of every A.0 run, the final step to the clean image included
+    assert len(calls) == steps
+    calls.clear()
+    run.sampling()  # A.1.5 follows the course's plain DDPM step
+    assert calls == []
 
 
 def test_sdedit_rejects_an_i_start_past_the_schedule(mnist):
@@ -312,6 +339,7 @@ def test_part_a_runs_every_deliverable_on_mnist(tmp_path, monkeypatch):
     assert set(metrics["anagrams"]) == {"flip_7_1"} and set(metrics["hybrids"]) == {"0_8"}
     assert set(metrics["anagram_pairs"]) == {"flip"} and metrics["hybrid_sweep"]["sigmas"] == [0.875, 1.75]
     assert metrics["hybrid_filter"]["sigma"] == metrics["hybrid_sweep"]["best_sigma"]  # A.1.9 uses the measured best
+    assert set(metrics["three_band"]) == {"0_8_1"}
 
 
 def test_part_a_runs_every_deliverable_on_tiny_deepfloyd(tmp_path):
@@ -344,3 +372,4 @@ def test_part_a_scores_illusions_beside_them(mnist, digits, tmp_path):
     captions = {m["file"]: m["caption"] for m in manifest}
     assert "No setting reaches 50 % success" in captions["1_9_sigma_sweep.png"]
     assert "1_8_pair_matrix.png" in captions and "success rate" in captions["1_8_anagrams.png"]
+    assert metrics["three_band"]["0_8_1"]["success"] == 0 and "1_9_three_band.png" in captions
