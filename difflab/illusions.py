@@ -1,11 +1,15 @@
 """Does an illusion work? Each reading of an anagram or hybrid must read as its digit *and* look like a real digit.
 
 A classifier asked about an image unlike any digit (an upside-down 7, a jigsaw of strokes) still answers with
-confidence, so the classifier alone is fooled. `DigitScorer` models real digits in the classifier's penultimate
-features as one Gaussian per class with a shared covariance (Lee et al. 2018), fitted on real data: an image reads
-as the class of highest posterior, and is realistic for a class when its Mahalanobis distance to that class is within
-the 95th percentile of real held-out digits of the class. A hybrid's readings are judged by scorers fitted on real
-digits seen the same way (blurred; high-passed), since a person reads a blurred digit as a digit.
+confidence, so the classifier alone is fooled; and on real MNIST a distance test in its features is fooled too (58 %
+of upside-down 7s are as close to the 2s as real 2s are), because a 10-way classifier has no reason to tell an
+upside-down 7 from a 2. So the judge is the pipeline's classifier taught an eleventh answer, NOT_A_DIGIT, on
+transformed real digits (`train_judge`), and `DigitScorer` adds a test fitted on real data in the judge's
+penultimate features: one Gaussian per class with a shared covariance (Lee et al. 2018); an image is realistic for a
+class when its Mahalanobis distance to that class is within the 95th percentile of real held-out digits of the class.
+An unfiltered view must be read as its digit by the judge and be realistic. A hybrid's readings are judged by
+scorers fitted on real digits seen the same way (blurred; high-passed), reading with the Gaussian posterior, since a
+person reads a blurred digit as a digit and the judge never saw one.
 Per illusion it reports the success rate and Visual Anagrams' alignment and concealment scores (Geng et al.,
 CVPR 2024, sec. 4.1) with the class log-posteriors in place of CLIP similarities:
 A = min over views i of p(y_i | view_i); C = mean over views i of softmax over the illusion's targets j of
@@ -34,10 +38,11 @@ class DigitScorer:
     means: torch.Tensor       # (10, F) class means of real features
     precision: torch.Tensor   # (F, F) inverse of the shared, shrunk covariance
     thresholds: torch.Tensor  # (10,) REAL_QUANTILE of real held-out digits' distances to their own class
+    use_head: bool = False    # read with the model's own head (unfiltered images) instead of the Gaussian posterior
 
     @classmethod
     def fit(cls, model: nn.Module, fit_images: torch.Tensor, fit_labels: torch.Tensor, held_images: torch.Tensor,
-            held_labels: torch.Tensor, transform: Transform | None = None) -> "DigitScorer":
+            held_labels: torch.Tensor, transform: Transform | None = None, use_head: bool = False) -> "DigitScorer":
         """Class means and covariance from fit_*, thresholds from held_* (distinct real digits), all seen through
         `transform` (e.g. the low-pass filter a hybrid is read through)."""
         from difflab.classifier import features
@@ -53,7 +58,7 @@ class DigitScorer:
         dist = scorer.distances_from(features(model, t(held_images)))
         own = dist[torch.arange(len(held_labels)), held_labels]
         thresholds = torch.stack([own[held_labels == d].quantile(REAL_QUANTILE) for d in range(10)])
-        return cls(model, means.float(), precision.float(), thresholds)
+        return cls(model, means.float(), precision.float(), thresholds, use_head)
 
     def distances_from(self, feats: torch.Tensor) -> torch.Tensor:
         """(N, 10) Mahalanobis distances of features to every class mean."""
@@ -61,14 +66,20 @@ class DigitScorer:
         return torch.einsum("ncf,fg,ncg->nc", diff, self.precision, diff).clamp_min(0).sqrt()
 
     def read(self, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p(class | image) (N, 10), realistic (N, 10) bool: within the threshold of each class).
+        """(log p(class | image) (N, 10 or 11), realistic (N, 10) bool: within the threshold of each class).
 
-        The probabilities are the posterior of the fitted Gaussian classes (equal priors, shared covariance):
-        p(y | f) proportional to exp(-d_y^2 / 2). On plain digits this agrees with the classifier's head; unlike the
-        head it also reads digits seen through a filter it was fitted on (blurred, high-passed)."""
+        With use_head the probabilities are the model's own (the judge's 11th class is NOT_A_DIGIT, so an argmax of
+        10 reads as no digit); otherwise the posterior of the fitted Gaussian classes (equal priors, shared
+        covariance), p(y | f) proportional to exp(-d_y^2 / 2), which also reads digits seen through a filter the
+        scorer was fitted on (blurred, high-passed)."""
         from difflab.classifier import features
 
-        dist = self.distances_from(features(self.model, images01.float().cpu()))
+        feats = features(self.model, images01.float().cpu())
+        dist = self.distances_from(feats)
+        if self.use_head:
+            with torch.inference_mode():
+                logits = self.model.head(feats.to(next(self.model.parameters()).device)).float().cpu()
+            return torch.log_softmax(logits, 1), dist <= self.thresholds
         return torch.log_softmax(-dist.double() ** 2 / 2, 1).float(), dist <= self.thresholds
 
     def passes(self, images01: torch.Tensor, target: int | torch.Tensor) -> torch.Tensor:
@@ -148,7 +159,8 @@ class Judge:
     def scorer(self, key: tuple = (), transform: Transform | None = None) -> DigitScorer:
         """The scorer for images seen through `transform` (cached under `key`; () is the plain scorer)."""
         if key not in self.scorers:
-            self.scorers[key] = DigitScorer.fit(self.model, *self.fit_digits, *self.held_digits, transform)
+            self.scorers[key] = DigitScorer.fit(self.model, *self.fit_digits, *self.held_digits, transform,
+                                                use_head=transform is None)
         return self.scorers[key]
 
     def band_scorers(self, low: tuple[int, float], high: tuple[int, float]) -> list[DigitScorer]:
@@ -161,14 +173,78 @@ class Judge:
                 self.scorer(("high", kernel, sigma), lambda x: high_frequencies(x, kernel, sigma)))
 
 
-def mnist_judge(classifier_path, mnist_root, device: torch.device, n_fit: int = 5000, n_held: int = 5000) -> Judge:
-    """The pipeline's classifier with realism fitted on the first n_fit MNIST training digits and calibrated on the
-    first n_held test digits; prompts name digits as the MNIST backbone reads them."""
+NOT_A_DIGIT = 10
+# Transforms of a real digit that still show a digit (the second class): positives, not negatives, for the judge.
+STILL_A_DIGIT = {"flip": {0: 0, 1: 1, 3: 3, 8: 8}, "rotate_180": {0: 0, 1: 1, 8: 8, 6: 9, 9: 6},
+                 "inner_circle": {0: 0, 1: 1, 8: 8, 6: 9, 9: 6}}
+NEGATIVE_VIEWS = ("flip", "rotate_cw", "rotate_ccw", "rotate_180", "jigsaw", "patch_permute", "pixel_permute",
+                  "inner_circle", "square_hinge")
+
+
+def judge_training_set(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real digits with their labels, plus as many transformed real digits labelled NOT_A_DIGIT (an upside-down 7,
+    a jigsaw of a 3, ... split evenly over NEGATIVE_VIEWS; the transforms that still show a digit keep that digit's
+    label), plus noise and blank images: the failures a 10-way classifier reads with confidence."""
+    from difflab.views import get_view
+
+    xs, ys = [x], [y]
+    k = len(x) // len(NEGATIVE_VIEWS)
+    order = torch.randperm(len(x), generator=gen)
+    for i, name in enumerate(NEGATIVE_VIEWS):
+        idx = order[i * k:(i + 1) * k]
+        still = STILL_A_DIGIT.get(name, {})
+        xs.append(get_view(name).view(x[idx]))
+        ys.append(torch.tensor([still.get(int(label), NOT_A_DIGIT) for label in y[idx]], dtype=torch.long))
+    brightness = torch.rand(k, 1, 1, 1, generator=gen)
+    xs += [torch.rand(k, 1, *x.shape[-2:], generator=gen) * brightness, torch.zeros(k // 10 + 1, *x.shape[1:])]
+    ys += [torch.full((k,), NOT_A_DIGIT), torch.full((k // 10 + 1,), NOT_A_DIGIT)]
+    return torch.cat(xs), torch.cat(ys)
+
+
+def train_judge(base: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int = 1,
+                batch_size: int = 128, lr: float = 1e-3) -> nn.Module:
+    """The classifier taught an eleventh answer, NOT_A_DIGIT, on judge_training_set: its ten digit rows start from
+    the trained head, so it reads digits as the classifier does; deterministic given seed."""
+    import copy
+
+    import torch.nn.functional as F
+
+    device = next(base.parameters()).device
+    model = copy.deepcopy(base).float()
+    head = nn.Linear(base.head.in_features, NOT_A_DIGIT + 1).to(device)
+    with torch.no_grad():
+        head.weight.zero_(), head.bias.zero_()
+        head.weight[:NOT_A_DIGIT], head.bias[:NOT_A_DIGIT] = base.head.weight, base.head.bias
+    model.head = head
+    gen = torch.Generator().manual_seed(seed)
+    data, labels = judge_training_set(x, y, gen)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    with torch.enable_grad():
+        for _ in range(epochs):
+            perm = torch.randperm(len(data), generator=gen)
+            for i in range(0, len(data), batch_size):
+                idx = perm[i:i + batch_size]
+                loss = F.cross_entropy(model(data[idx].to(device)), labels[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    return model.eval()
+
+
+def mnist_judge(classifier_path, mnist_root, device: torch.device, seed: int = 0, n_train: int = 20000,
+                n_fit: int = 5000, n_held: int = 5000) -> Judge:
+    """The pipeline's classifier, taught NOT_A_DIGIT on the first n_train MNIST training digits (train_judge), with
+    realism fitted on the next n_fit training digits and calibrated on the first n_held test digits; prompts name
+    digits as the MNIST backbone reads them."""
     from difflab.classifier import load_classifier
     from difflab.data import load_mnist
     from difflab.prompts import parse_prompt
 
     x, y = load_mnist(mnist_root, train=True)
     xt, yt = load_mnist(mnist_root, train=False)
-    return Judge(load_classifier(classifier_path, device), (x[:n_fit], y[:n_fit]), (xt[:n_held], yt[:n_held]),
-                 parse_prompt)
+    model = train_judge(load_classifier(classifier_path, device), x[:n_train], y[:n_train], seed)
+    fit = slice(n_train, n_train + n_fit)
+    if len(x[fit]) < 10 * 3:  # a small data set (the tests' fake MNIST): fit on the training digits themselves
+        fit = slice(0, n_fit)
+    return Judge(model, (x[fit], y[fit]), (xt[:n_held], yt[:n_held]), parse_prompt)

@@ -16,7 +16,7 @@ from difflab import prompt_embeds
 from difflab.backbones import get_backbone
 from difflab.backbones.mnist import MnistBackbone
 from difflab.data import ImageError
-from difflab.illusions import DigitScorer, Judge, hybrid_readings, score_views, summary
+from difflab.illusions import DigitScorer, Judge, hybrid_readings, score_views, summary, train_judge
 from difflab.params import load
 from difflab.part_a_config import PartAConfig
 from difflab.part_a_deliverables import PartA
@@ -182,9 +182,16 @@ def digits(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scorer(digits) -> DigitScorer:
-    model, fit, calibration, _ = digits
-    return DigitScorer.fit(model, *fit, *calibration)
+def judge(digits) -> Judge:
+    """The judge as the stage builds it: the classifier taught NOT_A_DIGIT, realism fitted on real digits."""
+    model, (x, y), calibration, _ = digits
+    return Judge(train_judge(model, x[:1000], y[:1000], seed=0), (x[1000:], y[1000:]), calibration,
+                 lambda prompt: int(prompt[-1]))
+
+
+@pytest.fixture(scope="module")
+def scorer(judge) -> DigitScorer:
+    return judge.scorer()
 
 
 def _passes_any(scorer: DigitScorer, images: torch.Tensor) -> torch.Tensor:
@@ -252,9 +259,30 @@ def test_scorer_alignment_and_concealment_follow_the_paper(digits, scorer):
     assert set(s) == {"success", "alignment", "concealment"} and set(s["alignment"]) == {"q10", "q50", "q90"}
 
 
-def test_scorer_judges_hybrid_readings_against_filtered_real_digits(digits):
-    model, fit, calibration, (x, y) = digits
-    judge = Judge(model, fit, calibration, lambda prompt: int(prompt[-1]))
+def test_scorer_judge_learns_transformed_digits_as_not_a_digit_unless_they_still_show_one():
+    from difflab.illusions import NEGATIVE_VIEWS, NOT_A_DIGIT, judge_training_set
+    from difflab.views import get_view
+
+    x = torch.rand(90, 1, 28, 28)
+    y = torch.arange(90) % 10
+    # an upside-down 0, 1, 3 or 8 and a half-turned 6 or 9 are still digits; every other transform is not
+    half_turn = {0: 0, 1: 1, 8: 8, 6: 9, 9: 6}
+    still = {"flip": {0: 0, 1: 1, 3: 3, 8: 8}, "rotate_180": half_turn, "inner_circle": half_turn}
+    data, labels = judge_training_set(x, y, torch.Generator().manual_seed(0))
+    assert torch.equal(data[:90], x) and torch.equal(labels[:90], y)  # the real digits, as they are
+    k = 90 // len(NEGATIVE_VIEWS)
+    for i, name in enumerate(NEGATIVE_VIEWS):
+        block, block_labels = data[90 + i * k:90 + (i + 1) * k], labels[90 + i * k:90 + (i + 1) * k]
+        for image, label in zip(block, block_labels):
+            source = [j for j in range(90) if torch.equal(get_view(name).view(x[j:j + 1])[0], image)]
+            assert len(source) == 1  # each negative is a real digit under the named view
+            digit = int(y[source[0]])
+            assert label == still.get(name, {}).get(digit, NOT_A_DIGIT), (name, digit)
+    assert (labels[90 + len(NEGATIVE_VIEWS) * k:] == NOT_A_DIGIT).all()  # noise and blank images
+
+
+def test_scorer_judges_hybrid_readings_against_filtered_real_digits(digits, judge):
+    *_, (x, y) = digits
     low_scorer, high_scorer = judge.hybrid_scorers(7, 1.0)
     assert judge.hybrid_scorers(7, 1.0)[0] is low_scorer  # fitted once per filter
     low, high = hybrid_readings(x, 7, 1.0)
@@ -354,14 +382,12 @@ def test_part_a_runs_every_deliverable_on_tiny_deepfloyd(tmp_path):
     assert "anagrams" not in metrics and "hybrid_sweep" not in metrics  # no classifier judges photos
 
 
-def test_part_a_scores_illusions_beside_them(mnist, digits, tmp_path):
+def test_part_a_scores_illusions_beside_them(mnist, judge, tmp_path):
     params = _tiny_params("mnist")
     cfg = PartAConfig.from_params(params)
     table = prompt_embeds.embed_all(mnist, cfg.prompts.all())
     mnist_root = write_fake_mnist(tmp_path / "mnist" / "MNIST" / "raw", 30, 30).parents[1]
     images = part_a_images(params, mnist_root, tmp_path / "none", 28)
-    model, fit, calibration, _ = digits
-    judge = Judge(model, fit, calibration, lambda prompt: int(prompt[-1]))
     metrics = PartA(mnist, table, cfg, images, tmp_path / "out", judge).run()
     score = metrics["anagrams"]["flip_7_1"]
     assert 0 <= score["success"] <= 1 and set(score["alignment"]) == {"q10", "q50", "q90"}
