@@ -3,16 +3,16 @@ distance; trained deterministically in the pipeline and saved as safetensors."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from difflab.errors import CorruptFileError, MissingFileError, write_atomically
 from difflab.runtime import autocast, generator, resolve_device, seed_everything
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -113,12 +113,8 @@ def features_and_logits(model: nn.Module, images01: torch.Tensor) -> tuple[torch
 
 def save_classifier(path: str | Path, model: Classifier) -> None:
     """Write fp32 weights atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"config": json.dumps({"kind": "mnist_classifier"})})
-    os.replace(tmp, path)
+    write_atomically(path, save(state, metadata={"config": json.dumps({"kind": "mnist_classifier"})}))
 
 
 def load_classifier(path: str | Path = "models/classifier.safetensors",
@@ -126,16 +122,19 @@ def load_classifier(path: str | Path = "models/classifier.safetensors",
     """The trained classifier in eval mode."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"classifier {path} is missing; run `dvc repro classifier`")
+        raise MissingFileError(f"classifier {path} is missing; restore it with `dvc checkout {path}` (or `dvc pull`), "
+                               "or train it with `dvc repro classifier`")
     try:
         with safe_open(str(path), "pt") as f:
             kind = json.loads((f.metadata() or {})["config"])["kind"]
-        state = load_file(str(path))
-    except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as err:
-        raise ValueError(f"{path} is corrupt or not a difflab classifier ({err}); "
-                         f"delete it and run `dvc repro classifier`") from err
+        if kind == "mnist_classifier":
+            model = Classifier()
+            model.load_state_dict(load_file(str(path)))
+    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
+        raise CorruptFileError(f"{path} is corrupt or not a difflab classifier ({type(err).__name__}: "
+                               f"{str(err)[:200]}); restore it with `dvc checkout {path}`, or retrain it with "
+                               "`dvc repro classifier`") from err
     if kind != "mnist_classifier":
-        raise ValueError(f"{path} holds a {kind!r}, not the MNIST classifier; run `dvc repro classifier`")
-    model = Classifier()
-    model.load_state_dict(state)
+        raise CorruptFileError(f"{path} holds a {kind!r}, not the MNIST classifier; restore it with "
+                               f"`dvc checkout {path}`, or retrain it with `dvc repro classifier`")
     return model.to(device).eval()

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from difflab.errors import DifflabError
+
 log = logging.getLogger(__name__)
 
 MNIST_FILES = (
@@ -65,11 +67,11 @@ FIX_HINT = (
 Arrays = dict[str, np.ndarray]
 
 
-class DataError(RuntimeError):
+class DataError(DifflabError, RuntimeError):
     """A dataset that is missing, corrupt or of the wrong shape; the message names the file and the fix."""
 
 
-class ImageError(ValueError):
+class ImageError(DifflabError, ValueError):
     """A user image that cannot be read; the message names the path and the fix."""
 
 
@@ -359,8 +361,11 @@ def load_mnist(root: str | os.PathLike, train: bool = True) -> tuple[torch.Tenso
     if missing:
         raise DataError(f"MNIST not found: {', '.join(str(raw / n) for n in missing)} missing; "
                         "run `dvc repro fetch_data`")
-    images, labels = (parse_idx((raw / n).read_bytes(), str(raw / n)) for n in names)
-    check_mnist({names[0]: images, names[1]: labels}, {split: len(labels)})
+    try:
+        images, labels = (parse_idx((raw / n).read_bytes(), str(raw / n)) for n in names)
+        check_mnist({names[0]: images, names[1]: labels}, {split: len(labels)})
+    except DataError as err:
+        raise DataError(f"{err} (restore it with `dvc checkout {root}`, or `dvc repro -f fetch_data`)") from None
     x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
 

@@ -5,6 +5,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from difflab.errors import DifflabError
+
 NAME = "manifest.json"
 
 
@@ -16,8 +18,8 @@ class Figure:
     section: str   # course section id, e.g. "A.1.4" or "B.2.6"
 
 
-class ManifestError(ValueError):
-    pass
+class ManifestError(DifflabError, ValueError):
+    """A manifest that lists unwritten files or cannot be read; the message names the stage to re-run."""
 
 
 def write(directory: str | Path, figures: list[Figure]) -> Path:

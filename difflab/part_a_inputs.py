@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from difflab.data import load_mnist, read_image, read_mask
+from difflab.params import ParamsError
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ def mnist_images(mnist_root: str | Path, indices: Sequence[int], web_text: str, 
     """MNIST test-set digits, a font-rendered digit as the web image, two drawn sevens, and the user's images."""
     x, _ = load_mnist(mnist_root, train=False)
     if max(indices) >= len(x):
-        raise ValueError(f"part_a.mnist.test_indices: {max(indices)} is past the {len(x)} MNIST test images")
+        raise ParamsError(f"part_a.mnist.test_indices: {max(indices)} is past the {len(x)} MNIST test images; "
+                          f"use indices below {len(x)}")
     mask = box_mask(28, box)
     test = [EditImage(f"MNIST test #{i}", x[i], mask) for i in indices]
     drawn = [EditImage(f"drawn {k + 1}", drawing(s, 28, 1, background=0.0)) for k, s in enumerate(SEVENS)]
@@ -159,8 +161,8 @@ def library_images(library: str | Path, names: Sequence[str], web_name: str, siz
     def pick(name: str) -> Path:
         files = sorted(p for p in library.glob(f"{name}.*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"no image named {name!r} in {library}; choose one of "
-                             + ", ".join(sorted({p.stem for p in library.iterdir() if p.suffix in IMAGE_SUFFIXES})))
+            raise ParamsError(f"part_a.deepfloyd: no image named {name!r} in {library}; choose one of "
+                              + ", ".join(sorted({p.stem for p in library.iterdir() if p.suffix in IMAGE_SUFFIXES})))
         return files[0]
 
     mask = box_mask(size, box)

@@ -1,12 +1,18 @@
 """The prompt -> embedding table Part A reads (like the course's prompt_embeds_dict.pth), saved by embed_prompts."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from difflab.backbones import Backbone
+from difflab.errors import CorruptFileError, DifflabError, MissingFileError
+
+
+class PromptError(DifflabError, KeyError):
+    """A prompt with no stored embedding: the table is older than params.yaml's prompts."""
 
 
 def embed_all(backbone: Backbone, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -25,13 +31,22 @@ def save(path: str | Path, table: dict[str, torch.Tensor]) -> None:
 def load(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run `dvc repro embed_prompts`")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise MissingFileError(f"{path} is missing; restore it with `dvc checkout {path}` or make it with "
+                               "`dvc repro embed_prompts`")
+    try:
+        table = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise CorruptFileError(f"{path} is corrupt ({type(err).__name__}: {str(err)[:200]}); restore it with "
+                               f"`dvc checkout {path}` or rebuild it with `dvc repro -f embed_prompts`") from err
+    if not isinstance(table, dict):
+        raise CorruptFileError(f"{path} holds a {type(table).__name__}, not a prompt table; rebuild it with "
+                               "`dvc repro -f embed_prompts`")
+    return table
 
 
 def lookup(table: dict[str, torch.Tensor], prompts: Sequence[str]) -> torch.Tensor:
     """Stack the stored embeddings of prompts, one row per prompt."""
     missing = sorted({p for p in prompts if p not in table})
     if missing:
-        raise KeyError(f"no embedding for prompt(s) {missing}; run `dvc repro embed_prompts` after changing prompts")
+        raise PromptError(f"no embedding for prompt(s) {missing}; run `dvc repro embed_prompts` after changing prompts")
     return torch.cat([table[p] for p in prompts])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from difflab import objectives
+from difflab.errors import DifflabError, write_atomically
 from difflab.runtime import autocast, generator, resolve_device, seed_everything
 from difflab.schedule import DDPMSchedule
 from difflab.weights import save_model
@@ -47,8 +48,8 @@ class Outputs:
     checkpoint: Path     # directory holding last.pt while a run is incomplete
 
 
-class TrainingDiverged(FloatingPointError):
-    pass
+class TrainingDiverged(DifflabError, FloatingPointError):
+    """The loss became NaN or infinite; the message names the model, the step and the params to change."""
 
 
 def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Outputs,
@@ -130,12 +131,12 @@ def _clean(out: Outputs) -> None:
 
 
 def _save_checkpoint(ckpt_dir: Path, cfg: TrainConfig, epoch: int, live_step: int, model, opt, sched, gen) -> None:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt_dir / "last.pt.tmp"
+    """Replace last.pt atomically: a failed write (disk full, read-only directory) keeps the previous checkpoint."""
+    buffer = io.BytesIO()
     torch.save({"fingerprint": cfg.fingerprint(), "epoch": epoch, "live_step": live_step,
                 "model": model.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict() if sched is not None else None, "gen": gen.get_state()}, tmp)
-    os.replace(tmp, ckpt_dir / "last.pt")
+                "sched": sched.state_dict() if sched is not None else None, "gen": gen.get_state()}, buffer)
+    write_atomically(ckpt_dir / "last.pt", buffer.getvalue())
 
 
 def _load_checkpoint(ckpt_dir: Path, cfg: TrainConfig) -> dict | None:
@@ -155,9 +156,8 @@ def _load_checkpoint(ckpt_dir: Path, cfg: TrainConfig) -> dict | None:
 
 def _finish_checkpoint(ckpt_dir: Path, cfg: TrainConfig) -> None:
     """A finished run keeps only a marker: a later `dvc repro -f` must retrain, not resume."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     (ckpt_dir / "last.pt").unlink(missing_ok=True)
-    (ckpt_dir / "complete.json").write_text(json.dumps({"fingerprint": cfg.fingerprint()}) + "\n")
+    write_atomically(ckpt_dir / "complete.json", (json.dumps({"fingerprint": cfg.fingerprint()}) + "\n").encode())
 
 
 def _truncate_live(live_dir: Path, step: int) -> None:

@@ -2,26 +2,24 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from difflab.errors import CorruptFileError, MissingFileError, write_atomically
 from difflab.objectives import build_model
 from difflab.unet import UNet
 
 
 def save_model(path: str | Path, model: UNet, kind: str) -> None:
-    """Write weights and {kind, hidden} atomically (temp file + rename), so a crash never leaves half a file."""
+    """Write weights and {kind, hidden} atomically (temp file + rename), so a crash or a full disk never leaves
+    half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() if v.is_floating_point() else v.detach().cpu()
              for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"config": json.dumps({"kind": kind, "hidden": model.hidden})})
-    os.replace(tmp, path)
+    write_atomically(path, save(state, metadata={"config": json.dumps({"kind": kind, "hidden": model.hidden})}))
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", fused: bool = True) -> tuple[UNet, str]:
@@ -29,15 +27,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", fused: bool
     returns (model, kind)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} is missing; run `dvc repro` to train it")
+        raise MissingFileError(f"model file {path} is missing; restore it with `dvc checkout {path}` "
+                               "(or `dvc pull`), or train it with `dvc repro`")
     try:
         with safe_open(str(path), "pt") as f:
             config = json.loads((f.metadata() or {})["config"])
-        state = load_file(str(path))
-    except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as err:
-        raise ValueError(f"model file {path} is corrupt or not a difflab model ({err}); "
-                         f"delete it and run `dvc repro` to retrain") from err
-    model = build_model(config["kind"], config["hidden"])
-    model.load_state_dict(state)
+        model = build_model(config["kind"], config["hidden"])
+        model.load_state_dict(load_file(str(path)))
+    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
+        raise CorruptFileError(f"model file {path} is corrupt or not a difflab model "
+                               f"({type(err).__name__}: {str(err)[:200]}); restore it with `dvc checkout {path}`, "
+                               "or retrain it with `dvc repro`") from err
     model = model.to(device).eval()
     return (model.for_inference() if fused else model), config["kind"]

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from difflab import paths  # noqa: E402
 from difflab.classifier import ClassifierConfig, predict, save_classifier, train_classifier  # noqa: E402
 from difflab.data import load_mnist  # noqa: E402
+from difflab.errors import run_stage  # noqa: E402
 from difflab.metrics import accuracy  # noqa: E402
 from difflab.params import load  # noqa: E402
 
@@ -35,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("classifier", main)

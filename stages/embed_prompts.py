@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from difflab import paths, prompt_embeds  # noqa: E402
 from difflab.backbones import get_backbone  # noqa: E402
+from difflab.errors import run_stage  # noqa: E402
 from difflab.params import load  # noqa: E402
 from difflab.part_a_config import PartAConfig  # noqa: E402
 
@@ -19,4 +20,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("embed_prompts", main)

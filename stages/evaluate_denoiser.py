@@ -10,6 +10,7 @@ import torch  # noqa: E402
 
 from difflab import manifest, paths, plots  # noqa: E402
 from difflab.data import load_mnist  # noqa: E402
+from difflab.errors import run_stage  # noqa: E402
 from difflab.metrics import mse, psnr  # noqa: E402
 from difflab.params import load  # noqa: E402
 from difflab.runtime import autocast, generator, resolve_device, seed_everything  # noqa: E402
@@ -108,4 +109,4 @@ def figures(params: dict, sigmas: list[float], train_sigma: float) -> list[manif
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("evaluate_denoiser", main)

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from difflab import manifest, paths, plots  # noqa: E402
 from difflab.classifier import load_classifier  # noqa: E402
+from difflab.errors import run_stage  # noqa: E402
 from difflab.guidance import sweep  # noqa: E402
 from difflab.metrics import reference, significant  # noqa: E402
 from difflab.params import load  # noqa: E402
@@ -57,4 +58,4 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_stage("guidance_sweep", main, sys.argv[1:])

@@ -5,6 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from difflab import paths, report  # noqa: E402
+from difflab.errors import run_stage  # noqa: E402
 from difflab.params import load  # noqa: E402
 
 
@@ -13,4 +14,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("report", main)

@@ -11,6 +11,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from difflab import manifest, paths, plots  # noqa: E402
 from difflab.classifier import load_classifier  # noqa: E402
+from difflab.errors import MissingFileError, run_stage  # noqa: E402
 from difflab.metrics import reference, sample_scores  # noqa: E402
 from difflab.objectives import is_class_conditional  # noqa: E402
 from difflab.params import load  # noqa: E402
@@ -46,7 +47,8 @@ def main(name: str) -> None:
     every = choice.frame_every(kind, params["ddpm"]["num_ts"])
     snapshots = paths.snapshots(name)
     if not snapshots:
-        raise FileNotFoundError(f"no snapshots in {paths.snapshot_dir(name)}; run `dvc repro train@{name}`")
+        raise MissingFileError(f"no snapshots in {paths.snapshot_dir(name)}; restore them with "
+                               f"`dvc checkout {paths.snapshot_dir(name)}` or retrain with `dvc repro train@{name}`")
     for epoch, file in snapshots.items():
         model, _ = load_model(file, device)
         final = epoch == max(snapshots)  # the final snapshot is the final model: its run also records the GIF
@@ -122,4 +124,4 @@ def figures(name: str, params: dict, how: str) -> list[manifest.Figure]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    run_stage(f"sample@{sys.argv[1]}", main, sys.argv[1])

@@ -7,7 +7,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from difflab import paths  # noqa: E402
 from difflab.data import load_mnist  # noqa: E402
-from difflab.params import load  # noqa: E402
+from difflab.errors import run_stage  # noqa: E402
+from difflab.params import ParamsError, load  # noqa: E402
 from difflab.schedule import DDPMSchedule  # noqa: E402
 from difflab.train import TrainConfig, train  # noqa: E402
 
@@ -17,7 +18,7 @@ def main(name: str) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     params = load()
     if name not in params["models"]:
-        raise SystemExit(f"unknown model {name!r}; params.yaml `models` has: {', '.join(params['models'])}")
+        raise ParamsError(f"unknown model {name!r}; params.yaml `models` has: {', '.join(params['models'])}")
     settings = dict(params["models"][name])
     subset = settings.pop("train_subset", params["data"]["train_subset"])
     cfg = TrainConfig(**settings, seed=params["seed"], device=params["device"], precision=params["precision"])
@@ -30,4 +31,4 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    run_stage(f"train@{sys.argv[1]}", main, sys.argv[1])

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from difflab.backbones import Backbone, posterior_variance
+from difflab.errors import CorruptFileError
 from difflab.runtime import autocast
 from difflab.schedule import DDPMSchedule
 from difflab.unet import NUM_CLASSES, UNet
@@ -43,7 +44,8 @@ class MnistBackbone(Backbone):
     def model(self) -> UNet:
         model, kind = load_model(self.model_path, self.device)
         if kind != "class_ddpm":
-            raise ValueError(f"{self.model_path} is a {kind!r} model; the MNIST backbone needs the class_ddpm model")
+            raise CorruptFileError(f"{self.model_path} is a {kind!r} model; the MNIST backbone needs the class_ddpm "
+                                   f"model: restore it with `dvc checkout {self.model_path}`")
         return model
 
     @property

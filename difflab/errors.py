@@ -1,0 +1,66 @@
+"""The project's own errors, and the one way every stage reports them: one line on stderr, prefixed by the stage
+name, naming the file or key and the fix, and exit status 1. Any other exception is a bug and keeps its
+traceback; `DIFFLAB_DEBUG=1` shows the traceback for the project's errors too. Outputs are written atomically,
+so a failed write leaves the previous file as it was."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+
+class DifflabError(Exception):
+    """An error a user can act on: its message names the input (file or params key) and the fix."""
+
+    def __str__(self) -> str:
+        # one message argument prints as is (a KeyError subclass would otherwise print it in quotes)
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class MissingFileError(DifflabError, FileNotFoundError):
+    """An input another stage makes is absent (a model, a snapshot, a log, the prompt table); the message names
+    the `dvc` command that restores or rebuilds it."""
+
+
+class CorruptFileError(DifflabError, ValueError):
+    """A file exists but is not what it should be (truncated, or another format); the message names the fix."""
+
+
+class OutputWriteError(DifflabError, OSError):
+    """An output could not be written (disk full, read-only directory); the previous file is left as it was."""
+
+
+def write_atomically(path: str | Path, data: bytes) -> None:
+    """Write data to a temp file beside path, then rename it over path. If the write fails (disk full, read-only
+    directory) the partial temp file is removed, the previous `path` is left as it was, and OutputWriteError
+    names the file and the fix."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OutputWriteError(f"could not write {path} ({err.strerror or err}); the previous {path.name} is "
+                               f"unchanged; free disk space or make {path.parent} writable, then run again") from err
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message with its lines joined, so a stage's failure is a single line of stderr."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
+def run_stage(name: str, main: Callable[..., Any], *args: Any) -> None:
+    """Run a stage's main(*args); a DifflabError becomes `<name>: <message>` on stderr and exit status 1."""
+    try:
+        main(*args)
+    except DifflabError as err:
+        if os.environ.get("DIFFLAB_DEBUG", "0") not in ("", "0"):
+            raise
+        print(f"{name}: {one_line(err)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
