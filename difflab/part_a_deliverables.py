@@ -17,7 +17,6 @@ from difflab.filters import highpass, lowpass, scaled_kernel
 from difflab.illusions import Judge, band_readings, hybrid_readings, score_views, summary
 from difflab.metrics import psnr
 from difflab.params import ParamsError
-from difflab.params import ParamsError
 from difflab.part_a_config import PartAConfig
 from difflab.part_a_inputs import EditImage, PartAImages
 from difflab.plots import image_grid
