@@ -1,0 +1,1 @@
+"""Diffusion Lab: the library behind the DVC stages (see README.md, Layout)."""

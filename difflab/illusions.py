@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from difflab.filters import highpass, lowpass
+from difflab.metrics import ClassGaussians
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 REAL_QUANTILE = 0.95  # a view is realistic when as close to its class as 95 % of real held-out digits
-SHRINKAGE = 0.1       # covariance shrinkage toward a scaled identity, so rare feature directions do not dominate
 QUANTILES = (0.1, 0.5, 0.9)
 
 
@@ -35,35 +35,23 @@ QUANTILES = (0.1, 0.5, 0.9)
 class DigitScorer:
     """Reads a batch of [0, 1] images: the classifier's probabilities and the realism test per class."""
     model: nn.Module
-    means: torch.Tensor       # (10, F) class means of real features
-    precision: torch.Tensor   # (F, F) inverse of the shared, shrunk covariance
-    thresholds: torch.Tensor  # (10,) REAL_QUANTILE of real held-out digits' distances to their own class
-    use_head: bool = False    # read with the model's own head (unfiltered images) instead of the Gaussian posterior
+    gaussians: ClassGaussians  # real digits in the model's penultimate features
+    thresholds: torch.Tensor   # (10,) REAL_QUANTILE of real held-out digits' distances to their own class
+    use_head: bool = False     # read with the model's own head (unfiltered images) instead of the Gaussian posterior
 
     @classmethod
     def fit(cls, model: nn.Module, fit_images: torch.Tensor, fit_labels: torch.Tensor, held_images: torch.Tensor,
             held_labels: torch.Tensor, transform: Transform | None = None, use_head: bool = False) -> "DigitScorer":
-        """Class means and covariance from fit_*, thresholds from held_* (distinct real digits), all seen through
-        `transform` (e.g. the low-pass filter a hybrid is read through)."""
+        """Class Gaussians from fit_*, thresholds from held_* (distinct real digits), all seen through `transform`
+        (e.g. the low-pass filter a hybrid is read through)."""
         from difflab.classifier import features
 
         t = transform or (lambda x: x)
-        feats = features(model, t(fit_images)).double()
-        means = torch.stack([feats[fit_labels == d].mean(0) for d in range(10)])
-        centred = feats - means[fit_labels]
-        cov = centred.T @ centred / max(1, len(feats) - 10)
-        cov = (1 - SHRINKAGE) * cov + SHRINKAGE * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)
-        precision = torch.linalg.inv(cov)
-        scorer = cls(model, means.float(), precision.float(), torch.zeros(10))
-        dist = scorer.distances_from(features(model, t(held_images)))
+        gaussians = ClassGaussians.fit(features(model, t(fit_images)), fit_labels, 10)
+        dist = gaussians.distances(features(model, t(held_images))).float()
         own = dist[torch.arange(len(held_labels)), held_labels]
         thresholds = torch.stack([own[held_labels == d].quantile(REAL_QUANTILE) for d in range(10)])
-        return cls(model, means.float(), precision.float(), thresholds, use_head)
-
-    def distances_from(self, feats: torch.Tensor) -> torch.Tensor:
-        """(N, 10) Mahalanobis distances of features to every class mean."""
-        diff = feats.float()[:, None, :] - self.means[None]
-        return torch.einsum("ncf,fg,ncg->nc", diff, self.precision, diff).clamp_min(0).sqrt()
+        return cls(model, gaussians, thresholds, use_head)
 
     def read(self, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(class | image) (N, 10 or 11), realistic (N, 10) bool: within the threshold of each class).
@@ -75,7 +63,7 @@ class DigitScorer:
         from difflab.classifier import features
 
         feats = features(self.model, images01.float().cpu())
-        dist = self.distances_from(feats)
+        dist = self.gaussians.distances(feats).float()
         if self.use_head:
             with torch.inference_mode():
                 logits = self.model.head(feats.to(next(self.model.parameters()).device)).float().cpu()

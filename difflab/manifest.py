@@ -46,14 +46,14 @@ def read(directory: str | Path) -> list[Figure]:
                             "re-run the stage that wrote it") from err
 
 
-def describe_training(m: dict, data_subset: int = 0) -> str:
-    """One phrase naming the training params of a `models.<name>` entry, for captions. `data_subset` is
-    params.yaml `data.train_subset`, which the entry's own `train_subset` overrides (0 = all 60,000 digits)."""
+def describe_training(m: dict) -> str:
+    """One phrase naming the training params of a `models.<name>` entry, for captions (`train_subset` 0 = all
+    60,000 digits)."""
     epochs = m["epochs"]
     # ExponentialLR steps after each epoch, so a one-epoch run trains at a constant lr
     schedule = f"x 0.1^(1/{epochs}) after each epoch" if m["lr_decay"] and epochs > 1 else "constant"
     clip = f", grad-norm clip {m['grad_clip']}" if m["grad_clip"] else ""
-    subset = m.get("train_subset", data_subset)
+    subset = m["train_subset"]
     of = f" of the first {subset:,} training digits" if subset else ""
     return (f"hidden D={m['hidden']}, {epochs} epoch{'s' * (epochs != 1)}{of}, batch {m['batch_size']}, "
             f"Adam lr {m['lr']:g} ({schedule}){clip}")

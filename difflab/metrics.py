@@ -71,34 +71,50 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 
 @dataclass(frozen=True)
+class ClassGaussians:
+    """Real images in a classifier's feature space as one Gaussian per class with one covariance shared by the
+    classes, shrunk toward a scaled identity so that rare feature directions do not dominate (Lee et al. 2018).
+    The Mahalanobis distance to a class then says whether an image looks like the real images of that class."""
+    means: torch.Tensor      # C×D class means
+    precision: torch.Tensor  # D×D inverse of the shrunk shared covariance
+
+    @classmethod
+    def fit(cls, feats: torch.Tensor, labels: torch.Tensor, num_classes: int,
+            shrinkage: float = 0.1) -> "ClassGaussians":
+        feats = feats.double()
+        means = torch.stack([feats[labels == c].mean(0) for c in range(num_classes)])
+        centered = feats - means[labels]
+        cov = centered.T @ centered / len(feats)
+        cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / len(cov) * torch.eye(len(cov), dtype=cov.dtype)
+        return cls(means, torch.linalg.inv(cov))
+
+    def distances(self, feats: torch.Tensor) -> torch.Tensor:
+        """(N, C) Mahalanobis distances of each feature row to every class mean."""
+        d = feats.double()[:, None, :] - self.means[None]
+        return torch.einsum("ncf,fg,ncg->nc", d, self.precision, d).clamp_min(0).sqrt()
+
+
+@dataclass(frozen=True)
 class Legibility:
     """When an image reads as a digit: the classifier gives one digit probability >= `confidence`, and the image's
-    features are no farther from that digit's mean real features than the `quantile` of real digits are from theirs.
-
-    Confidence alone is not enough: the classifier also answers confidently about images unlike any digit (on
-    uniform noise it is 98% sure). The distance is Mahalanobis with one covariance shared by the classes, shrunk
-    toward a scaled identity so that rare feature directions do not dominate (Lee et al. 2018)."""
-    means: torch.Tensor      # C×D mean features of the real images the classifier assigns to each class
-    precision: torch.Tensor  # D×D inverse of the shrunk shared covariance
-    radius: float            # squared distance that `quantile` of the real images stay within
+    features are no farther from that digit's real features (ClassGaussians) than the `quantile` of real digits
+    are from theirs. Confidence alone is not enough: the classifier also answers confidently about images unlike
+    any digit (on uniform noise it is 98% sure)."""
+    gaussians: ClassGaussians  # fitted on real images, by the class the classifier assigns them
+    radius: float              # distance that `quantile` of the real images stay within
     confidence: float = 0.9
 
     @classmethod
-    def fit(cls, feats: torch.Tensor, logits: torch.Tensor, confidence: float = 0.9, quantile: float = 0.99,
-            shrinkage: float = 0.1) -> "Legibility":
+    def fit(cls, feats: torch.Tensor, logits: torch.Tensor, confidence: float = 0.9,
+            quantile: float = 0.99) -> "Legibility":
         """The rule for real images' features and logits (a class no real image is assigned to admits nothing)."""
-        feats, pred = feats.double(), logits.argmax(1)
-        means = torch.stack([feats[pred == c].mean(0) for c in range(logits.shape[1])])
-        centered = feats - means[pred]
-        cov = centered.T @ centered / len(feats)
-        cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / len(cov) * torch.eye(len(cov), dtype=cov.dtype)
-        rule = cls(means, torch.linalg.inv(cov), float("inf"), confidence)
+        pred = logits.argmax(1)
+        rule = cls(ClassGaussians.fit(feats, pred, logits.shape[1]), float("inf"), confidence)
         return replace(rule, radius=rule.distance(feats, pred).quantile(quantile).item())
 
     def distance(self, feats: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Squared Mahalanobis distance of each feature row to the mean of its class."""
-        d = feats.double() - self.means[classes]
-        return ((d @ self.precision) * d).sum(1)
+        """Mahalanobis distance of each feature row to the real images of its class."""
+        return self.gaussians.distances(feats)[torch.arange(len(feats)), classes]
 
     def legible(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Per image: does it read as a digit?"""

@@ -21,6 +21,7 @@ from difflab.prompts import parse_prompt
 KINDS = ("denoiser", "pure_noise", "time_ddpm", "class_ddpm", "time_fm", "class_fm")
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_sde")
 FLOW_SAMPLERS = ("euler", "heun")
+T_SAMPLINGS = ("uniform", "logit_normal")  # flow-matching training times
 VIEW_NAMES = ("identity", "flip", "rotate_cw", "rotate_ccw", "rotate_180", "negate", "skew", "patch_permute",
               "pixel_permute", "jigsaw", "inner_circle", "square_hinge")
 
@@ -68,6 +69,13 @@ MODEL = {
     "p_uncond": P(NUM, 0, 1, optional=True),
     "snapshots": P(list, item=P(int, 1, 10000)),
     "train_subset": P(int, 0, 60000),  # first N training digits (0 = all)
+    # Opt-in recipe changes (omitted = off = the spec's recipe; bench/frontier.py measures them):
+    "ema_decay": P(NUM, 0, 0.99999, optional=True),       # EMA of weights for snapshots and the model; 0 = off
+    "warmup_steps": P(int, 0, 10**7, optional=True),      # linear lr warm-up over the first optimizer steps
+    "t_sampling": P(str, choices=T_SAMPLINGS, optional=True),  # flow kinds: training-time distribution
+    "t_logit_mean": P(NUM, -10, 10, optional=True),       # logit_normal: t = sigmoid(N(mean, std^2))
+    "t_logit_std": P(NUM, 0.01, 10, optional=True),
+    "min_snr_gamma": P(NUM, 0, 1000, optional=True),      # DDPM kinds: min-SNR-gamma loss weights; 0 = off
 }
 
 PROMPT_LIST = P(list, item=P(str))
@@ -135,6 +143,21 @@ def _check_sweep(params: dict) -> None:
 
 
 EXTRA_CHECKS.append(_check_sweep)
+
+
+def _check_recipes(params: dict) -> None:
+    """Family-specific recipe options only on models of that family, so a setting never silently does nothing."""
+    for name, m in params["models"].items():
+        if m.get("min_snr_gamma", 0) and not m["kind"].endswith("_ddpm"):
+            raise ParamsError(f"models.{name}.min_snr_gamma: got {m['min_snr_gamma']} for a {m['kind']} model; "
+                              "min-SNR weighting applies to DDPM kinds only: remove it or set it to 0")
+        for key in ("t_sampling", "t_logit_mean", "t_logit_std"):
+            if key in m and not m["kind"].endswith("_fm"):
+                raise ParamsError(f"models.{name}.{key}: set for a {m['kind']} model; the training-time "
+                                  "distribution applies to flow-matching kinds (*_fm) only: remove it")
+
+
+EXTRA_CHECKS.append(_check_recipes)
 
 
 def _check_part_a(params: dict) -> None:

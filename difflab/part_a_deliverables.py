@@ -122,8 +122,9 @@ class PartA:
                     "per num_inference_steps.", rows, [f"{s} steps" for s in self.cfg.inference_steps], prompts)
 
     def forward_process(self) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """The test images x0 and their x_t at each noise level t, shared by the denoising sections."""
-        x0 = self.encode(self.images.test)
+        """The first test image x0 (the course's Campanile) and its x_t at each noise level t, shared by the
+        denoising sections, which denoise with the `photo` prompt that names its digit."""
+        x0 = self.encode(self.images.test[:1])
         gen = self.gen(10)
         noisy = {}
         for f in self.cfg.noise_fractions:

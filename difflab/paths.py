@@ -1,7 +1,6 @@
 """Where stages read and write, in one place, so stages and dvc.yaml agree (paths are relative to the repo root)."""
+from dataclasses import dataclass
 from pathlib import Path
-
-from difflab.train import Outputs
 
 MNIST = Path("data/mnist")
 MODELS = Path("models")
@@ -11,6 +10,15 @@ PROMPT_EMBEDS = Path("data/prompt_embeds.pt")
 USER_IMAGES = Path("inputs/images")
 PART_A = REPORTS / "part_a"
 PART_A_METRICS = REPORTS / "metrics" / "part_a.json"
+
+
+@dataclass
+class Outputs:
+    """What one training run writes."""
+    model: Path          # final weights (safetensors)
+    snapshots: Path      # directory of epoch_XX.safetensors
+    live: Path           # DVCLive directory
+    checkpoint: Path     # directory holding last.pt while a run is incomplete
 
 
 def model_file(name: str) -> Path:

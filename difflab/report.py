@@ -144,7 +144,8 @@ def per_class_table(scores: dict[str, dict]) -> Table | None:
 def guidance_table(metrics: dict) -> Table:
     """Accuracy and Fréchet distance per model and CFG scale."""
     rows = [{"model": name, "γ": float(key.removeprefix("gamma_")), **vals}
-            for name, by_gamma in metrics.items() if isinstance(by_gamma, dict) for key, vals in by_gamma.items()]
+            for name, by_gamma in metrics.items() if isinstance(by_gamma, dict) and name != "run"
+            for key, vals in by_gamma.items()]
     df = pd.DataFrame(rows).pivot(index="γ", columns="model", values=["accuracy", "fid"])
     names = {"accuracy": "accuracy", "fid": "Fréchet distance"}
     df.columns = [f"{model} {names[value]}" for value, model in df.columns]

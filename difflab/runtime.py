@@ -42,13 +42,49 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """bf16 autocast where the hardware has fast bf16 (AMX / AVX512-BF16 CPUs, Ampere+ GPUs); weights stay fp32."""
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """The path that runs: `auto` is bf16 where the hardware is fast at it (AMX / AVX512-BF16 CPUs, Ampere+ GPUs)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    use = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use)
+    return "bf16" if precision == "bf16" or (precision == "auto" and bf16_supported(device)) else "fp32"
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast when `precision` resolves to bf16; weights stay fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(device, precision) == "bf16")
 
 
 def generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def run_info(device: torch.device, precision: str = "auto") -> dict:
+    """The path a stage actually ran, for its metrics: `dvc metrics diff` then shows when two runs differ in it."""
+    return {"device": str(device), "precision": resolve_precision(device, precision), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def code_fingerprint() -> str:
+    """A hash of the running stage script and every difflab module loaded so far: a checkpoint made by other code
+    is not resumed."""
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    mods = [m for name, m in list(sys.modules.items()) if name == "__main__" or name.split(".")[0] == "difflab"]
+    files = sorted({Path(m.__file__).resolve() for m in mods if getattr(m, "__file__", None)})
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(root) if f.is_relative_to(root) else f.name).encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def write_metrics(path, metrics: dict, device: torch.device, precision: str) -> None:
+    """Write a stage's metrics JSON with the path that ran under "run" (device, precision, torch, threads)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**metrics, "run": run_info(device, precision)}, indent=2) + "\n")

@@ -12,12 +12,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from difflab.params import DDPM_SAMPLERS, FLOW_SAMPLERS
 from difflab.schedule import DDPMSchedule
 from difflab.unet import NUM_CLASSES, UNet, one_hot
 
-DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_sde")
 STOCHASTIC = ("ddpm", "dpmsolver_sde")
-FLOW_SAMPLERS = ("euler", "heun")
 
 
 def guided(model: UNet, labels: torch.Tensor | None, gamma: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

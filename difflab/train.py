@@ -1,20 +1,26 @@
 """One training loop for every Part B model: Adam, optional per-epoch ExponentialLR, optional grad clipping,
-DVCLive logging, snapshots at chosen epochs and a resumable checkpoint after every epoch."""
+DVCLive logging, snapshots at chosen epochs and a resumable checkpoint after every epoch. Opt-in recipe changes
+(all off by default, which is the spec's recipe): lr warm-up, an EMA of the weights, logit-normal flow times,
+min-SNR-gamma DDPM weights."""
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 from difflab import objectives
 from difflab.errors import DifflabError, write_atomically
-from difflab.runtime import autocast, generator, resolve_device, seed_everything
+from difflab.paths import Outputs
+from difflab.runtime import (autocast, code_fingerprint, generator, resolve_device, resolve_precision, run_info,
+                             seed_everything)
 from difflab.schedule import DDPMSchedule
 from difflab.weights import save_model
 
@@ -34,18 +40,86 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    ema_decay: float = 0.0     # snapshots and the model are an EMA of the weights (`EMA`); 0 = off
+    warmup_steps: int = 0      # lr rises linearly over the first optimizer steps (`warmup_factor`); 0 = off
+    t_sampling: str = "uniform"  # flow kinds: uniform | logit_normal (objectives.sample_flow_t)
+    t_logit_mean: float = 0.0
+    t_logit_std: float = 1.0
+    min_snr_gamma: float = 0.0  # DDPM kinds: min-SNR-gamma loss weights (objectives.min_snr_weight); 0 = off
 
-    def fingerprint(self) -> str:
-        """Identifies a run: a checkpoint resumes only a run with exactly these settings."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+class EMA:
+    """Exponential moving average of a model's weights and BatchNorm statistics, with warm-up: update k (0, 1, ...)
+    does ema = d ema + (1 - d) w with d = min(decay, (1 + k) / (10 + k)), so early averages forget the random init
+    quickly (the schedule of tf.train.ExponentialMovingAverage's num_updates and timm's ModelEma)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def rate(self) -> float:
+        """The decay d of the next update."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = self.rate()
+        for avg, w in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if avg.is_floating_point():
+                avg.lerp_(w, 1 - d)  # avg + (1 - d)(w - avg) = d avg + (1 - d) w
+            else:
+                avg.copy_(w)         # BatchNorm's num_batches_tracked
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"]
 
 
-@dataclass
-class Outputs:
-    model: Path          # final weights (safetensors)
-    snapshots: Path      # directory of epoch_XX.safetensors
-    live: Path           # DVCLive directory
-    checkpoint: Path     # directory holding last.pt while a run is incomplete
+class _WithEMA:
+    """The model and its EMA as one checkpoint entry (used only when EMA is on, so default checkpoints keep their
+    format)."""
+
+    def __init__(self, model: torch.nn.Module, ema: EMA):
+        self.model, self.ema = model, ema
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The lr multiplier of optimizer step `step` (0-based): (step + 1) / warmup_steps until it reaches 1."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+    return h.hexdigest()[:16]
+
+
+def run_identity(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, schedule: DDPMSchedule | None) -> dict[str, str]:
+    """Every input that changes what a run computes, each hashed: a checkpoint resumes only a run whose identity
+    is equal in every part (settings, training data, noise schedule, the device and precision that really run, and
+    the code), and a mismatch names the parts that changed."""
+    device = resolve_device(cfg.device)
+    return {
+        "settings": _digest(json.dumps(asdict(cfg), sort_keys=True)),
+        "data": _digest(str(tuple(x.shape)), x.detach().cpu().contiguous().numpy().tobytes(),
+                        y.detach().cpu().contiguous().numpy().tobytes()),
+        "schedule": _digest(schedule.betas.numpy().tobytes()) if schedule is not None else "none",
+        "device": str(device),
+        "precision": resolve_precision(device, cfg.precision),
+        "code": code_fingerprint(),
+    }
 
 
 class TrainingDiverged(DifflabError, FloatingPointError):
@@ -53,8 +127,11 @@ class TrainingDiverged(DifflabError, FloatingPointError):
 
 
 def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Outputs,
-          schedule: DDPMSchedule | None = None) -> dict:
-    """Train `cfg.kind` on images x (N,1,28,28 in [0,1]) and labels y; returns the final summary metrics."""
+          schedule: DDPMSchedule | None = None,
+          on_step: Callable[[int, torch.nn.Module], None] | None = None) -> dict:
+    """Train `cfg.kind` on images x (N,1,28,28 in [0,1]) and labels y; returns the final summary metrics.
+    `on_step(steps_done, model)` is called after every optimizer step with the raw weights (bench/frontier.py
+    scores a run part-way with it)."""
     from dvclive import Live
 
     device = resolve_device(cfg.device)
@@ -63,10 +140,13 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.1 ** (1 / cfg.epochs)) if cfg.lr_decay else None
     gen = generator(device, cfg.seed)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    trained = _WithEMA(model, ema) if ema is not None else model
     start, live_step = 1, 0
-    state = _load_checkpoint(out.checkpoint, cfg)
+    identity = run_identity(cfg, x, y, schedule)
+    state = _load_checkpoint(out.checkpoint, identity, cfg.epochs, name)
     if state is not None:
-        model.load_state_dict(state["model"])
+        trained.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         if sched is not None:
             sched.load_state_dict(state["sched"])
@@ -91,7 +171,9 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
             idx = perm[i:i + cfg.batch_size]
             with autocast(device, cfg.precision):
                 loss = objectives.loss(cfg.kind, model, x[idx], y[idx], gen, sigma=cfg.sigma,
-                                       p_uncond=cfg.p_uncond, schedule=schedule)
+                                       p_uncond=cfg.p_uncond, schedule=schedule, t_sampling=cfg.t_sampling,
+                                       t_logit_mean=cfg.t_logit_mean, t_logit_std=cfg.t_logit_std,
+                                       min_snr_gamma=cfg.min_snr_gamma)
             value = loss.item()
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"training {name}: loss became {value} at epoch {epoch}, step {live.step}; "
@@ -100,7 +182,11 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            _step(opt, warmup_factor(live.step, cfg.warmup_steps))
+            if ema is not None:
+                ema.update(model)
+            if on_step is not None:
+                on_step(live.step + 1, model)
             total, count = total + value * len(idx), count + len(idx)
             live.log_metric("train/loss", value)
             if i + cfg.batch_size >= n:  # epoch rows share the last batch's step, so they truncate with it
@@ -113,13 +199,27 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
         if sched is not None:
             sched.step()
         if epoch in snapshots:
-            save_model(out.snapshots / f"epoch_{epoch:02d}.safetensors", model, cfg.kind)
-        _save_checkpoint(out.checkpoint, cfg, epoch, live.step, model, opt, sched, gen)
-    save_model(out.model, model, cfg.kind)
-    _finish_checkpoint(out.checkpoint, cfg)
+            save_model(out.snapshots / f"epoch_{epoch:02d}.safetensors", ema.model if ema else model, cfg.kind)
+        _save_checkpoint(out.checkpoint, identity, epoch, live.step, trained, opt, sched, gen)
+    save_model(out.model, ema.model if ema else model, cfg.kind)
+    _finish_checkpoint(out.checkpoint, identity)
     live.summary["final_epoch_loss"] = epoch_loss
+    live.summary["run"] = run_info(device, cfg.precision)
     live.make_summary()
     return {"final_epoch_loss": epoch_loss}
+
+
+def _step(opt: torch.optim.Optimizer, lr_scale: float) -> None:
+    """One optimizer step at lr x lr_scale; the scheduled lr is restored after, so ExponentialLR is unaffected."""
+    if lr_scale == 1.0:
+        opt.step()
+        return
+    scheduled = [group["lr"] for group in opt.param_groups]
+    for group in opt.param_groups:
+        group["lr"] *= lr_scale
+    opt.step()
+    for group, lr in zip(opt.param_groups, scheduled):
+        group["lr"] = lr
 
 
 def _clean(out: Outputs) -> None:
@@ -130,34 +230,39 @@ def _clean(out: Outputs) -> None:
     out.snapshots.mkdir(parents=True, exist_ok=True)
 
 
-def _save_checkpoint(ckpt_dir: Path, cfg: TrainConfig, epoch: int, live_step: int, model, opt, sched, gen) -> None:
+def _save_checkpoint(ckpt_dir: Path, identity: dict, epoch: int, live_step: int, model, opt, sched, gen) -> None:
     """Replace last.pt atomically: a failed write (disk full, read-only directory) keeps the previous checkpoint."""
     buffer = io.BytesIO()
-    torch.save({"fingerprint": cfg.fingerprint(), "epoch": epoch, "live_step": live_step,
+    torch.save({"identity": identity, "epoch": epoch, "live_step": live_step,
                 "model": model.state_dict(), "opt": opt.state_dict(),
                 "sched": sched.state_dict() if sched is not None else None, "gen": gen.get_state()}, buffer)
     write_atomically(ckpt_dir / "last.pt", buffer.getvalue())
 
 
-def _load_checkpoint(ckpt_dir: Path, cfg: TrainConfig) -> dict | None:
-    """The last checkpoint of an interrupted run with identical settings, else None."""
+def _load_checkpoint(ckpt_dir: Path, identity: dict, epochs: int, name: str) -> dict | None:
+    """The last checkpoint of an interrupted run with an identical identity, else None (saying why)."""
     path = ckpt_dir / "last.pt"
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a checkpoint cut short by SIGKILL is only lost progress, never fatal
-        print(f"ignoring unreadable checkpoint {path}: {err}")
+        print(f"[{name}] ignoring unreadable checkpoint {path}: {err}; starting afresh")
         return None
-    if state.get("fingerprint") != cfg.fingerprint() or state["epoch"] >= cfg.epochs:
+    saved = state.get("identity") or {}
+    changed = [key for key in identity if saved.get(key) != identity[key]]
+    if changed:
+        print(f"[{name}] not resuming {path}: it was made with other {', '.join(changed)}; starting afresh")
+        return None
+    if state["epoch"] >= epochs:
         return None
     return state
 
 
-def _finish_checkpoint(ckpt_dir: Path, cfg: TrainConfig) -> None:
+def _finish_checkpoint(ckpt_dir: Path, identity: dict) -> None:
     """A finished run keeps only a marker: a later `dvc repro -f` must retrain, not resume."""
     (ckpt_dir / "last.pt").unlink(missing_ok=True)
-    write_atomically(ckpt_dir / "complete.json", (json.dumps({"fingerprint": cfg.fingerprint()}) + "\n").encode())
+    write_atomically(ckpt_dir / "complete.json", (json.dumps({"identity": identity}, sort_keys=True) + "\n").encode())
 
 
 def _truncate_live(live_dir: Path, step: int) -> None:

@@ -1,5 +1,4 @@
 """DVC stage classifier: train the MNIST CNN that scores samples, save it, and record its test accuracy."""
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from difflab.data import load_mnist  # noqa: E402
 from difflab.errors import run_stage  # noqa: E402
 from difflab.metrics import accuracy  # noqa: E402
 from difflab.params import load  # noqa: E402
+from difflab.runtime import resolve_device, write_metrics  # noqa: E402
 
 METRICS = paths.REPORTS / "metrics" / "classifier.json"
 
@@ -30,8 +30,7 @@ def main() -> None:
     save_classifier(paths.CLASSIFIER, model)
     x_test, y_test = load_mnist(paths.MNIST, train=False)
     metrics = {"test_accuracy": round(accuracy(predict(model, x_test), y_test), 4), "n_test": len(y_test)}
-    METRICS.parent.mkdir(parents=True, exist_ok=True)
-    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(METRICS, metrics, resolve_device(cfg.device), cfg.precision)
     print(f"[classifier] {len(x)} images, {cfg.epochs} epochs in {seconds:.0f} s: {metrics}")
 
 

@@ -8,12 +8,12 @@ from difflab import paths, prompt_embeds  # noqa: E402
 from difflab.backbones import get_backbone  # noqa: E402
 from difflab.errors import run_stage  # noqa: E402
 from difflab.params import load  # noqa: E402
-from difflab.part_a_config import PartAConfig  # noqa: E402
+from difflab.part_a_config import Prompts  # noqa: E402
 
 
 def main() -> None:
     params = load()
-    prompts = PartAConfig.from_params(params).prompts.all()
+    prompts = Prompts.from_params(params).all()
     backbone = get_backbone(params["part_a"]["backbone"], params)
     prompt_embeds.save(paths.PROMPT_EMBEDS, prompt_embeds.embed_all(backbone, prompts))
     print(f"[embed_prompts] {len(prompts)} prompts embedded by {backbone.name} into {paths.PROMPT_EMBEDS}")

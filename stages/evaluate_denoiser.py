@@ -13,7 +13,7 @@ from difflab.data import load_mnist  # noqa: E402
 from difflab.errors import run_stage  # noqa: E402
 from difflab.metrics import mse, psnr  # noqa: E402
 from difflab.params import load  # noqa: E402
-from difflab.runtime import autocast, generator, resolve_device, seed_everything  # noqa: E402
+from difflab.runtime import autocast, generator, resolve_device, seed_everything, write_metrics  # noqa: E402
 from difflab.training_log import read_curve  # noqa: E402
 from difflab.weights import load_model  # noqa: E402
 
@@ -77,14 +77,14 @@ def main() -> None:
         metrics[f"sigma_{s}"] = {"mse": round(torch.cat(err).mean().item(), 6),
                                  "psnr": round(torch.cat(db).mean().item(), 3)}
     METRICS.parent.mkdir(parents=True, exist_ok=True)
-    METRICS.write_text(json.dumps({"denoiser": metrics, "n_test": len(scored)}, indent=2) + "\n")
+    write_metrics(METRICS, {"denoiser": metrics, "n_test": len(scored)}, device, params["precision"])
     manifest.write(OUT, figures(params, sigmas, train_sigma))
     print(json.dumps(metrics))
 
 
 def figures(params: dict, sigmas: list[float], train_sigma: float) -> list[manifest.Figure]:
     """The manifest entries of evaluate_denoiser, in the course's order."""
-    den, pure = (f"{manifest.describe_training(params['models'][n], params['data']['train_subset'])}, "
+    den, pure = (f"{manifest.describe_training(params['models'][n])}, "
                  f"seed {params['seed']}" for n in ("denoiser", "pure_noise"))
     figs = [manifest.Figure("noising.png", "The noising process",
                             f"{SHOW} test digits (rows) with Gaussian noise z = x + σε at σ = "

@@ -1,7 +1,6 @@
 """DVC stage guidance_sweep: intended-class accuracy and Fréchet distance of class-conditioned models across the
 CFG scales in `guidance_sweep.gammas` (a figure, one TSV per model for `dvc plots`, and metrics)."""
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from difflab.errors import run_stage  # noqa: E402
 from difflab.guidance import sweep  # noqa: E402
 from difflab.metrics import reference, significant  # noqa: E402
 from difflab.params import load  # noqa: E402
-from difflab.runtime import resolve_device, seed_everything  # noqa: E402
+from difflab.runtime import resolve_device, seed_everything, write_metrics  # noqa: E402
 from difflab.samplers import SamplerChoice  # noqa: E402
 from difflab.schedule import DDPMSchedule  # noqa: E402
 from difflab.weights import load_model  # noqa: E402
@@ -53,8 +52,7 @@ def main(names: list[str]) -> None:
         f"CFG scales γ = {', '.join(f'{x:g}' for x in g['gammas'])}; {g['n']} samples per point from the same noise "
         f"({how}, seed {params['seed']}). The dashed line is {g['n']} real training digits against the test set.",
         "B.eval")])
-    METRICS.parent.mkdir(parents=True, exist_ok=True)
-    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(METRICS, metrics, device, params["precision"])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """DVC stage sample@<name>: sample grids at each snapshot epoch, a GIF of the sampling process, the loss curve,
 and the samples that the evaluation scores."""
-import json
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from difflab.errors import MissingFileError, run_stage  # noqa: E402
 from difflab.metrics import reference, sample_scores  # noqa: E402
 from difflab.objectives import is_class_conditional  # noqa: E402
 from difflab.params import load  # noqa: E402
-from difflab.runtime import autocast, generator, resolve_device, seed_everything  # noqa: E402
+from difflab.runtime import autocast, generator, resolve_device, seed_everything, write_metrics  # noqa: E402
 from difflab.samplers import SamplerChoice, digit_labels, generate, generate_in_batches  # noqa: E402
 from difflab.schedule import DDPMSchedule  # noqa: E402
 from difflab.training_log import read_curve  # noqa: E402
@@ -36,7 +35,7 @@ def main(name: str) -> None:
     labels = digit_labels(PER_CLASS) if conditional else None
     s = params["sample"]
     choice = SamplerChoice.from_params(s)
-    opts = dict(schedule=schedule, gamma=params["gamma"], choice=choice)
+    opts = dict(schedule=schedule, gamma=params["gamma"] if conditional else 0.0, choice=choice)
 
     def in_grid_order(images: torch.Tensor) -> torch.Tensor:
         """Class samples come digit by digit; the grid shows digits as columns, PER_CLASS rows."""
@@ -44,7 +43,8 @@ def main(name: str) -> None:
 
     cols = [str(d) for d in range(10)] if conditional else []
     what = f"CFG gamma={params['gamma']}" if conditional else "unconditional"
-    every = choice.frame_every(kind, params["ddpm"]["num_ts"])
+    num_ts = schedule.num_ts if schedule is not None else 0  # flow models read no `ddpm` params
+    every = choice.frame_every(kind, num_ts)
     snapshots = paths.snapshots(name)
     if not snapshots:
         raise MissingFileError(f"no snapshots in {paths.snapshot_dir(name)}; restore them with "
@@ -69,15 +69,13 @@ def main(name: str) -> None:
     if conditional:
         tensors["labels"] = fid_labels.contiguous()
     save_file(tensors, str(out / "samples.safetensors"))
-    how = choice.describe(kind, params["ddpm"]["num_ts"]) + (f", {what}" if conditional else "")
+    how = choice.describe(kind, num_ts) + (f", {what}" if conditional else "")
     scored_grid(out / "fid_samples.png", images, fid_labels, title=f"{name}: samples scored ({how})")
 
     classifier = load_classifier(paths.CLASSIFIER, device)
     ref = reference(classifier, paths.MNIST, s["n_fid"])
     scores = sample_scores(classifier, images.float() / 255, ref, fid_labels)
-    metrics = paths.REPORTS / "metrics" / f"sample_{name}.json"
-    metrics.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_text(json.dumps(scores, indent=2) + "\n")
+    write_metrics(paths.REPORTS / "metrics" / f"sample_{name}.json", scores, device, params["precision"])
     manifest.write(out, figures(name, params, how))
     print(f"[{name}] wrote {out}: fid {scores['fid']} (real-vs-real {scores['fid_baseline']})"
           + (f", intended-class accuracy {scores['accuracy']}" if conditional else ""))
@@ -104,9 +102,10 @@ def figures(name: str, params: dict, how: str) -> list[manifest.Figure]:
     what = (f"{PER_CLASS} samples per digit (columns 0-9), CFG gamma={params['gamma']}" if conditional
             else f"{PER_CLASS * 10} unconditional samples")
     choice = SamplerChoice.from_params(params["sample"])
-    sampler = choice.describe(m["kind"], params["ddpm"]["num_ts"])
-    every = choice.frame_every(m["kind"], params["ddpm"]["num_ts"])
-    made = f"{m['kind']} UNet ({manifest.describe_training(m, params['data']['train_subset'])}), seed {params['seed']}"
+    num_ts = params["ddpm"]["num_ts"] if m["kind"].endswith("_ddpm") else 0
+    sampler = choice.describe(m["kind"], num_ts)
+    every = choice.frame_every(m["kind"], num_ts)
+    made = f"{m['kind']} UNet ({manifest.describe_training(m)}), seed {params['seed']}"
     figs = [manifest.Figure("loss.png", f"{name}: training loss",
                             f"Per-step training loss (log scale, moving average in bold) of the {made}.", train_sec)]
     for epoch in paths.snapshots(name):

@@ -20,7 +20,8 @@ def main(name: str) -> None:
     if name not in params["models"]:
         raise ParamsError(f"unknown model {name!r}; params.yaml `models` has: {', '.join(params['models'])}")
     settings = dict(params["models"][name])
-    subset = settings.pop("train_subset", params["data"]["train_subset"])
+    subset = settings.pop("train_subset")
+    settings.pop("schedule")  # declared for DVC; the kind decides (validated to agree)
     cfg = TrainConfig(**settings, seed=params["seed"], device=params["device"], precision=params["precision"])
     x, y = load_mnist(paths.MNIST, train=True)
     if subset:

@@ -61,9 +61,10 @@ def scratch_repo(dest: Path, params: dict | None = None) -> Path:
     return dest
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command with this interpreter's bin dir first on PATH (so `python`/`dvc` are the venv's)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command with this interpreter's bin dir first on PATH (so `python`/`dvc` are the venv's); `env` adds
+    variables."""
+    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)

@@ -2,15 +2,19 @@
 
 (a) every stage runs and writes its outs, (b) a second `dvc repro` runs nothing, (c) `dvc exp run -S gamma=...`
 re-runs exactly the stages that read gamma and their downstream stages, never training, (d) `dvc repro -f`
-reproduces byte-identical models and metrics.
+reproduces byte-identical models and metrics, (e) every stage declares exactly the params it reads (recorded while
+the pipeline runs), so a params change invalidates exactly the stages that read it, (f) metrics record the path
+that ran.
 """
 import hashlib
+import json
 import re
 
 import pytest
 import yaml
 
 from conftest import run, scratch_repo
+from difflab.params import TRACE_ENV
 
 RAN = re.compile(r"Running stage '([^']+)'")
 
@@ -44,8 +48,70 @@ def downstream(root, seeds: set[str]) -> set[str]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     root = scratch_repo(tmp_path_factory.mktemp("e2e") / "repo")
-    first = run(["dvc", "repro"], root)
+    first = run(["dvc", "repro"], root, env={TRACE_ENV: str(root.parent / "params_read.jsonl")})
     return root, first.stdout
+
+
+def covered(key: str, by: str) -> bool:
+    return key == by or key.startswith(by + ".")
+
+
+def test_every_stage_declares_exactly_the_params_it_reads(pipeline):
+    """Keys each stage read while the pipeline ran (params.load traces them) against the keys dvc.lock records
+    for it, both ways: too few means stale results, too many means needless re-runs."""
+    root, _ = pipeline
+    reads: dict[str, set[str]] = {}
+    for line in (root.parent / "params_read.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        reads.setdefault(" ".join(entry["argv"]), set()).update(entry["reads"])
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    problems = []
+    for name, stage in lock.items():
+        declared = set(stage.get("params", {}).get("params.yaml", {}))
+        script = stage["cmd"].removeprefix("python ")
+        assert script in reads, f"{name} ({script}) recorded no params reads; does it call difflab.params.load()?"
+        read = reads[script]
+        problems += [f"{name}: reads {k} but does not declare it" for k in sorted(read)
+                     if not any(covered(k, d) for d in declared)]
+        problems += [f"{name}: declares {d} but never reads it" for d in sorted(declared)
+                     if not any(covered(k, d) for k in read)]
+    assert not problems, "dvc.yaml params are out of date:\n" + "\n".join(problems)
+
+
+def changed_stages(root, edit) -> set[str]:
+    """The stages `dvc status` finds invalidated by one params edit (the edit is undone afterwards)."""
+    path = root / "params.yaml"
+    saved = path.read_text()
+    params = yaml.safe_load(saved)
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        return set(json.loads(run(["dvc", "status", "--json"], root).stdout or "{}"))
+    finally:
+        path.write_text(saved)
+
+
+def test_a_params_change_invalidates_exactly_its_readers(pipeline):
+    root, _ = pipeline
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    ddpm = {n for n, m in params["models"].items() if m["kind"].endswith("_ddpm")}
+    guided = {n for n, s in params["sampling"].items() if s["guidance"] == "gamma"}
+    assert ddpm and guided
+    assert changed_stages(root, lambda p: p["ddpm"].update(num_ts=p["ddpm"]["num_ts"] - 1)) == (
+        {f"train@{n}" for n in ddpm} | {f"sample@{n}" for n in ddpm & set(params["sampling"])}
+        | {"embed_prompts", "guidance_sweep", "part_a", "report"})  # the MNIST backbone is built with the schedule
+    assert changed_stages(root, lambda p: p["models"]["time_fm"].update(epochs=3)) == {
+        "train@time_fm", "sample@time_fm", "report"}
+    assert changed_stages(root, lambda p: p.update(gamma=p["gamma"] + 1)) == {f"sample@{n}" for n in guided} | {
+        "report"}
+
+
+def test_metrics_record_the_path_that_ran(pipeline):
+    root, _ = pipeline
+    for path in [*root.glob("reports/metrics/*.json"), *root.glob("reports/train/*/metrics.json")]:
+        run_info = json.loads(path.read_text())["run"]
+        assert run_info["device"] == "cpu" and run_info["precision"] in ("bf16", "fp32"), path
+        assert run_info["torch"] and run_info["threads"] >= 1, path
 
 
 def test_every_stage_runs_and_writes_its_outs(pipeline):

@@ -162,11 +162,12 @@ def test_page_renders_in_headless_chromium(tmp_path):
 
 
 def test_training_captions_name_the_digits_and_the_schedule_actually_used():
-    entry = {"hidden": 32, "epochs": 1, "batch_size": 16, "lr": 0.01, "lr_decay": True, "grad_clip": 0}
-    one_epoch = manifest.describe_training(entry, data_subset=20000)
+    entry = {"hidden": 32, "epochs": 1, "batch_size": 16, "lr": 0.01, "lr_decay": True, "grad_clip": 0,
+             "train_subset": 20000}
+    one_epoch = manifest.describe_training(entry)
     assert "1 epoch of the first 20,000 training digits" in one_epoch
     assert "(constant)" in one_epoch  # ExponentialLR steps only after an epoch: one epoch never decays
-    own_subset = manifest.describe_training({**entry, "epochs": 5, "train_subset": 5000, "grad_clip": 1.0}, 20000)
+    own_subset = manifest.describe_training({**entry, "epochs": 5, "train_subset": 5000, "grad_clip": 1.0})
     assert "5 epochs of the first 5,000 training digits" in own_subset
     assert "x 0.1^(1/5) after each epoch" in own_subset and "grad-norm clip 1.0" in own_subset
-    assert "training digits" not in manifest.describe_training({**entry, "epochs": 3}, data_subset=0)
+    assert "training digits" not in manifest.describe_training({**entry, "epochs": 3, "train_subset": 0})

@@ -6,7 +6,8 @@ import torch
 
 from difflab import objectives
 from difflab.schedule import DDPMSchedule
-from difflab.train import Outputs, TrainConfig, TrainingDiverged, train
+from difflab.paths import Outputs
+from difflab.train import TrainConfig, TrainingDiverged, train
 from difflab.training_log import read_curve
 from difflab.weights import load_model
 
@@ -84,17 +85,82 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     del s
 
 
-def test_changed_settings_do_not_resume_a_stale_checkpoint(tmp_path, monkeypatch):
-    x, y = tiny_data()
-    run = outputs(tmp_path)
-    monkeypatch.setattr(objectives, "loss", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+def interrupt_in_epoch_2(monkeypatch, name, config, x, y, out, schedule=None):
+    """Run until a checkpoint of epoch 1 exists, then interrupt mid-way through epoch 2 (as Ctrl-C would)."""
+    real_loss, calls = objectives.loss, {"n": 0}
+    per_epoch = -(-len(x) // config.batch_size)
+
+    def dies_in_epoch_2(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == per_epoch + 2:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kw)
+
+    monkeypatch.setattr(objectives, "loss", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        train("m", cfg(kind="time_fm"), x, y, run)
-    monkeypatch.undo()
+        train(name, config, x, y, out, schedule)
+    monkeypatch.setattr(objectives, "loss", real_loss)
+    assert (out.checkpoint / "last.pt").is_file() and not out.model.exists()
+
+
+@pytest.mark.parametrize("change, reason", [
+    (None, None),
+    ("settings", "settings"), ("data", "data"), ("schedule", "schedule"), ("precision", "precision"),
+    ("code", "code"),
+])
+def test_resume_refuses_a_checkpoint_of_a_changed_run(tmp_path, monkeypatch, capsys, change, reason):
+    """A checkpoint resumes only the identical run; a change to the settings, the training data, the noise
+    schedule, the precision that runs or the code starts afresh, says why, and ends as a fresh run would."""
+    from difflab import train as train_module
+
+    x, y = tiny_data()
+    schedule = DDPMSchedule.linear(20)
+    base = cfg(kind="time_ddpm", epochs=2, snapshots=[], precision="auto")
+    run = outputs(tmp_path, "run")
+    interrupt_in_epoch_2(monkeypatch, "m", base, x, y, run, schedule)
+    capsys.readouterr()
+    config, x2, schedule2 = base, x, schedule
+    if change == "settings":
+        config = cfg(kind="time_ddpm", epochs=2, snapshots=[], precision="auto", lr=5e-3)
+    elif change == "data":
+        x2 = x[:48]
+    elif change == "schedule":
+        schedule2 = DDPMSchedule.linear(20, beta2=0.03)
+    elif change == "precision":  # the same `precision: auto` resolving differently, as on another machine
+        from difflab import runtime
+        other = not runtime.bf16_supported(torch.device("cpu"))
+        monkeypatch.setattr(runtime, "bf16_supported", lambda device: other)
+    elif change == "code":
+        real = train_module.code_fingerprint
+        monkeypatch.setattr(train_module, "code_fingerprint", lambda: "edited-" + real())
+    train("m", config, x2, y[:len(x2)], run, schedule2)
+    said = capsys.readouterr().out
+    if change is None:
+        assert "resuming after epoch 1" in said
+        return
+    assert f"made with other {reason}; starting afresh" in said and "resuming after" not in said
     fresh = outputs(tmp_path, "fresh")
-    train("m", cfg(kind="time_fm", lr=5e-3), x, y, run)
-    train("m", cfg(kind="time_fm", lr=5e-3), x, y, fresh)
+    train("m", config, x2, y[:len(x2)], fresh, schedule2)
     assert sha(run.model) == sha(fresh.model)
+    assert read_curve(run.live) == read_curve(fresh.live)
+
+
+def test_code_fingerprint_follows_the_loaded_modules(tmp_path, monkeypatch):
+    """The code hash covers every loaded difflab module: editing one changes it."""
+    import sys
+    import types
+
+    from difflab.runtime import code_fingerprint
+
+    module_file = tmp_path / "probe.py"
+    module_file.write_text("X = 1\n")
+    probe = types.ModuleType("difflab._probe")
+    probe.__file__ = str(module_file)
+    monkeypatch.setitem(sys.modules, "difflab._probe", probe)
+    before = code_fingerprint()
+    assert code_fingerprint() == before
+    module_file.write_text("X = 2\n")
+    assert code_fingerprint() != before
 
 
 def test_nan_loss_stops_with_model_epoch_and_step(tmp_path):
