@@ -56,4 +56,18 @@ def describe_training(m: dict) -> str:
     subset = m["train_subset"]
     of = f" of the first {subset:,} training digits" if subset else ""
     return (f"hidden D={m['hidden']}, {epochs} epoch{'s' * (epochs != 1)}{of}, batch {m['batch_size']}, "
-            f"Adam lr {m['lr']:g} ({schedule}){clip}")
+            f"Adam lr {m['lr']:g} ({schedule}){clip}{describe_recipe(m)}")
+
+
+def describe_recipe(m: dict) -> str:
+    """The opt-in departures from the spec's recipe in a `models.<name>` entry, as a caption suffix ('' = none)."""
+    parts = []
+    if m.get("warmup_steps", 0):
+        parts.append(f"lr warm-up over {m['warmup_steps']} steps")
+    if m.get("t_sampling", "uniform") != "uniform":
+        parts.append(f"logit-normal t (mean {m.get('t_logit_mean', 0.0):g}, std {m.get('t_logit_std', 1.0):g})")
+    if m.get("min_snr_gamma", 0):
+        parts.append(f"min-SNR-{m['min_snr_gamma']:g} loss weights")
+    if m.get("ema_decay", 0):
+        parts.append(f"EMA of weights (decay min({m['ema_decay']:g}, (1+k)/(10+k)))")
+    return "".join(", " + part for part in parts)

@@ -1,0 +1,300 @@
+"""Opt-in recipe changes (EMA with warm-up, lr warm-up, logit-normal flow times, min-SNR-gamma DDPM weights): each
+does what its formula says, and with all of them off training is the spec's loop, byte for byte."""
+import copy
+import hashlib
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file
+
+from difflab import objectives
+from difflab.params import ParamsError, validate
+from difflab.paths import Outputs
+from difflab.runtime import autocast, generator, seed_everything
+from difflab.schedule import DDPMSchedule, flow_interpolate
+from difflab.train import EMA, TrainConfig, _step, train, warmup_factor
+from difflab.unet import one_hot
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_data(n=48):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 10
+    x = torch.zeros(n, 1, 28, 28)
+    for i in range(n):
+        x[i, 0, 2 + 2 * y[i], 4:24] = 1.0
+    return (x + 0.05 * torch.rand(x.shape, generator=g)).clamp(0, 1), y
+
+
+def outputs(tmp_path, tag):
+    base = tmp_path / tag
+    return Outputs(base / "model.safetensors", base / "snapshots", base / "live", base / "ckpt")
+
+
+def cfg(**kw):
+    base = dict(kind="time_fm", hidden=4, batch_size=16, epochs=2, lr=1e-2, lr_decay=True, snapshots=[1],
+                device="cpu", precision="fp32")
+    return TrainConfig(**{**base, **kw})
+
+
+def sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- EMA
+
+def test_ema_is_the_hand_computed_average_with_warm_up():
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    w = model[0].weight
+    with torch.no_grad():
+        w.fill_(2.0)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        w.fill_(4.0)
+    model[1].num_batches_tracked.fill_(7)
+    ema.update(model)                     # d = min(0.999, 1/10) = 0.1
+    assert ema.model[0].weight.item() == pytest.approx(0.1 * 2.0 + 0.9 * 4.0, abs=1e-6)
+    assert ema.model[1].num_batches_tracked.item() == 7  # integer buffers are copied, not averaged
+    with torch.no_grad():
+        w.fill_(10.0)
+    ema.update(model)                     # d = min(0.999, 2/11)
+    d = 2 / 11
+    assert ema.model[0].weight.item() == pytest.approx(d * 3.8 + (1 - d) * 10.0, abs=1e-6)
+    assert ema.updates == 2 and ema.rate() == pytest.approx(3 / 12)
+    capped = EMA(model, decay=0.05)
+    assert capped.rate() == 0.05          # the decay caps the warm-up schedule
+    for _ in range(1000):
+        capped.update(model)
+    assert EMA(model, 0.9).rate() == 0.1 and capped.rate() == 0.05
+
+
+def test_training_with_ema_saves_the_average_of_the_weights_it_stepped_through(tmp_path):
+    x, y = tiny_data()
+    seen = []
+    out = outputs(tmp_path, "ema")
+    train("m", cfg(ema_decay=0.9), x, y, out,
+          on_step=lambda step, model: seen.append({k: v.detach().clone() for k, v in model.state_dict().items()}))
+    assert len(seen) == 2 * 3
+    seed_everything(0)
+    init = objectives.build_model("time_fm", 4).state_dict()
+    expected = {k: v.clone() for k, v in init.items()}
+    for k, state in enumerate(seen):
+        d = min(0.9, (1 + k) / (10 + k))
+        for name, v in state.items():
+            expected[name] = d * expected[name] + (1 - d) * v if v.is_floating_point() else v
+    saved = load_file(str(out.model))
+    assert set(saved) == set(expected)
+    for name, v in expected.items():
+        assert torch.allclose(saved[name], v, atol=1e-6) if v.is_floating_point() else torch.equal(saved[name], v)
+    raw = seen[-1]["head.weight"]
+    assert not torch.allclose(saved["head.weight"], raw, atol=1e-4)  # the EMA, not the last weights
+    snapshot = load_file(str(out.snapshots / "epoch_01.safetensors"))
+    assert not torch.equal(snapshot["head.weight"], saved["head.weight"])
+
+
+def test_interrupted_ema_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
+    x, y = tiny_data()
+    config = cfg(ema_decay=0.95, epochs=3)
+    ref = outputs(tmp_path, "ref")
+    train("m", config, x, y, ref)
+    run = outputs(tmp_path, "run")
+    real_loss, calls = objectives.loss, {"n": 0}
+
+    def dies_in_epoch_3(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2 * 3 + 2:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kw)
+
+    monkeypatch.setattr(objectives, "loss", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train("m", config, x, y, run)
+    monkeypatch.setattr(objectives, "loss", real_loss)
+    train("m", config, x, y, run)
+    assert sha(run.model) == sha(ref.model)
+
+
+# ---------------------------------------------------------------- lr warm-up
+
+def test_warmup_factor_rises_linearly_to_one():
+    assert [warmup_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+
+
+def test_step_scales_the_lr_once_and_restores_the_schedule():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    p.grad = torch.ones(1)
+    _step(opt, 0.25)
+    assert p.item() == pytest.approx(-0.25) and opt.param_groups[0]["lr"] == 1.0
+
+
+@pytest.mark.parametrize("warmup, scale", [(0, 1.0), (4, 0.25)])
+def test_first_adam_step_of_training_moves_weights_by_the_warmed_up_lr(tmp_path, warmup, scale):
+    """Adam's first step moves each weight by about lr * sign(grad); with warm-up over 4 steps, by lr / 4."""
+    x, y = tiny_data()
+    seed_everything(0)
+    init = {k: v.clone() for k, v in objectives.build_model("time_fm", 4).named_parameters()}
+    first = {}
+
+    def grab(step, model):
+        if step == 1:
+            first.update({k: v.detach().clone() for k, v in model.named_parameters()})
+
+    train("m", cfg(warmup_steps=warmup, epochs=1, lr_decay=False), x, y, outputs(tmp_path, "w"), on_step=grab)
+    largest = max((first[k] - init[k]).abs().max().item() for k in init)
+    assert largest == pytest.approx(1e-2 * scale, rel=0.01)
+
+
+# ---------------------------------------------------------------- flow times
+
+def test_logit_normal_times_have_the_right_median_and_spread():
+    gen = torch.Generator().manual_seed(0)
+    t = objectives.sample_flow_t(200_000, gen, torch.device("cpu"), "logit_normal", 0.5, 1.5)
+    assert ((t > 0) & (t < 1)).all()
+    logit = torch.log(t / (1 - t))
+    assert logit.median().item() == pytest.approx(0.5, abs=0.02)
+    assert logit.std().item() == pytest.approx(1.5, abs=0.02)
+    assert t.median().item() == pytest.approx(1 / (1 + math.exp(-0.5)), abs=0.005)
+    u = objectives.sample_flow_t(200_000, gen, torch.device("cpu"))
+    assert ((u - 0.5).abs() > 0.4).float().mean().item() == pytest.approx(0.2, abs=0.01)  # uniform: 20% in the ends
+    standard = objectives.sample_flow_t(200_000, gen, torch.device("cpu"), "logit_normal", 0.0, 1.0)
+    ends = 2 * (1 - 0.5 * (1 + math.erf(math.log(9) / math.sqrt(2))))  # P(|logit t| > ln 9) = 2.8%
+    assert ((standard - 0.5).abs() > 0.4).float().mean().item() == pytest.approx(ends, abs=0.002)
+
+
+def test_flow_loss_trains_on_the_sampled_times():
+    x, y = tiny_data(8)
+    seen = {}
+
+    def model(xt, t, c):
+        seen["t"] = t
+        return torch.zeros_like(xt)
+
+    objectives.loss("time_fm", model, x, y, torch.Generator().manual_seed(3), t_sampling="logit_normal",
+                    t_logit_mean=-1.0, t_logit_std=0.5)
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(seen["t"], torch.sigmoid(-1.0 + 0.5 * torch.randn(8, generator=g)))
+    objectives.loss("time_fm", model, x, y, torch.Generator().manual_seed(3))
+    assert torch.equal(seen["t"], torch.rand(8, generator=torch.Generator().manual_seed(3)))
+
+
+# ---------------------------------------------------------------- min-SNR-gamma
+
+def test_min_snr_weights_are_min_snr_gamma_over_snr():
+    s = DDPMSchedule.linear(300)
+    t = torch.tensor([1, 10, 50, 100, 200, 300])
+    abar = s.alphas_cumprod[t].double()
+    snr = abar / (1 - abar)
+    w = objectives.min_snr_weight(s, t, 5.0)
+    assert torch.allclose(w.double(), torch.minimum(snr, torch.tensor(5.0, dtype=torch.float64)) / snr, rtol=1e-6)
+    assert w[0] < 1e-3 and w[-1] == 1.0     # t = 1 (SNR ~ 1e4) is capped; t = T (SNR < 5) keeps weight 1
+
+
+def test_ddpm_loss_with_min_snr_is_the_weighted_mean_of_per_image_errors():
+    x, y = tiny_data(8)
+    s = DDPMSchedule.linear(300)
+
+    def zero_model(xt, t, c):
+        return torch.zeros_like(xt)
+
+    value = objectives.loss("time_ddpm", zero_model, x, y, torch.Generator().manual_seed(5), schedule=s,
+                            min_snr_gamma=5.0)
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(1, 301, (8,), generator=g)
+    eps = torch.randn(x.shape, generator=g)
+    abar = s.alphas_cumprod[t].double()
+    snr = abar / (1 - abar)
+    weights = (snr.clamp(max=5.0) / snr).float()
+    assert value.item() == pytest.approx((weights * eps.pow(2).flatten(1).mean(1)).mean().item(), rel=1e-5)
+    plain = objectives.loss("time_ddpm", zero_model, x, y, torch.Generator().manual_seed(5), schedule=s)
+    assert plain.item() == pytest.approx(eps.pow(2).mean().item(), rel=1e-5) and value < 0.9 * plain
+
+
+# ---------------------------------------------------------------- defaults = the spec's loop
+
+@pytest.mark.parametrize("kind", ["time_ddpm", "class_fm"])
+def test_defaults_train_exactly_the_spec_loop(tmp_path, kind):
+    """With every option off, the weights equal a plain Adam loop over the spec's loss (written out here), bit for
+    bit: the options add nothing to the default path."""
+    x, y = tiny_data()
+    s = DDPMSchedule.linear(20) if kind.endswith("_ddpm") else None
+    config = cfg(kind=kind, epochs=1, lr_decay=False, snapshots=[], precision="auto")
+    out = outputs(tmp_path, "default")
+    train("m", config, x, y, out, s)
+
+    device = torch.device("cpu")
+    seed_everything(0)
+    model = objectives.build_model(kind, 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = generator(device, 0)
+    model.train()
+    perm = torch.randperm(len(x), generator=gen)
+    for i in range(0, len(x), 16):
+        idx = perm[i:i + 16]
+        xb, yb, n = x[idx], y[idx], len(idx)
+        with autocast(device, "auto"):
+            c = one_hot(yb, torch.rand(n, generator=gen) < 0.1) if kind.startswith("class_") else None
+            if kind.endswith("_ddpm"):
+                t = torch.randint(1, s.num_ts + 1, (n,), generator=gen)
+                eps = torch.randn(xb.shape, generator=gen)
+                value = F.mse_loss(model(s.forward(xb, t, eps), t / s.num_ts, c), eps)
+            else:
+                t = torch.rand(n, generator=gen)
+                noise = torch.randn(xb.shape, generator=gen)
+                value = F.mse_loss(model(flow_interpolate(noise, xb, t), t, c), xb - noise)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+    saved = load_file(str(out.model))
+    for name, v in model.state_dict().items():
+        assert torch.equal(saved[name], v.float() if v.is_floating_point() else v), name
+
+
+# ---------------------------------------------------------------- params
+
+DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def with_model_keys(name, **keys):
+    p = copy.deepcopy(DEFAULT)
+    p["models"][name].update(keys)
+    return p
+
+
+def test_recipe_keys_are_optional_and_validated():
+    p = copy.deepcopy(DEFAULT)  # params files written before these keys stay valid
+    for m in p["models"].values():
+        for key in ("ema_decay", "warmup_steps", "t_sampling", "t_logit_mean", "t_logit_std", "min_snr_gamma"):
+            m.pop(key, None)
+    validate(p)
+    validate(with_model_keys("time_fm", ema_decay=0.999, warmup_steps=100, t_sampling="logit_normal",
+                             t_logit_mean=0.0, t_logit_std=1.0))
+    validate(with_model_keys("time_ddpm", min_snr_gamma=5.0))
+    with pytest.raises(ParamsError, match=r"models\.time_fm\.t_sampling: got 'lognormal'.*did you mean 'logit_normal'"):
+        validate(with_model_keys("time_fm", t_sampling="lognormal"))
+    with pytest.raises(ParamsError, match=r"models\.time_fm\.ema_decay: got 1\.5"):
+        validate(with_model_keys("time_fm", ema_decay=1.5))
+    with pytest.raises(ParamsError, match=r"models\.time_fm\.min_snr_gamma: .*DDPM kinds only"):
+        validate(with_model_keys("time_fm", min_snr_gamma=5.0))
+    with pytest.raises(ParamsError, match=r"models\.time_ddpm\.t_sampling: .*flow-matching kinds"):
+        validate(with_model_keys("time_ddpm", t_sampling="logit_normal"))
+
+
+def test_captions_name_every_departure_from_the_spec_recipe():
+    from difflab.manifest import describe_training
+
+    entry = dict(DEFAULT["models"]["time_fm"])
+    for key in ("ema_decay", "warmup_steps", "t_sampling", "t_logit_mean", "t_logit_std", "min_snr_gamma"):
+        entry.pop(key, None)
+    plain = describe_training(entry)
+    assert "warm-up" not in plain and "EMA" not in plain and "logit" not in plain
+    tuned = describe_training({**entry, "warmup_steps": 250, "t_sampling": "logit_normal", "ema_decay": 0.999})
+    assert tuned.startswith(plain) and tuned.endswith(
+        ", lr warm-up over 250 steps, logit-normal t (mean 0, std 1), EMA of weights (decay min(0.999, (1+k)/(10+k)))")
+    assert describe_training({**entry, "kind": "time_ddpm", "min_snr_gamma": 5.0}).endswith(", min-SNR-5 loss weights")
