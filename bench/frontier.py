@@ -129,6 +129,7 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     models = list(dict.fromkeys(r["model"] for r in results))
     fig, axes = plt.subplots(len(models), 3, figsize=(15, 3.6 * len(models)), squeeze=False)
@@ -150,6 +151,8 @@ def plot(results: list[dict], path: Path) -> None:
         for ax in (row[0], row[2]):
             ax.axhline(target, color="k", lw=0.8, ls=":")
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         if not name.startswith("class_"):
             row[1].axhline(0.8, color="k", lw=0.8, ls=":")
         row[2].legend(fontsize=7, title="dashed: EMA of the same run", title_fontsize=7)
