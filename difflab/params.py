@@ -209,6 +209,29 @@ def _check_part_a(params: dict) -> None:
 
 EXTRA_CHECKS.append(_check_part_a)
 
+IF_TIMESTEPS = 1000  # DeepFloyd IF's training timesteps
+
+
+def _check_part_a_steps(params: dict) -> None:
+    """Step indices that must fit the backbone's strided schedule (part_a.strided_timesteps: every stride-th of
+    T from the largest multiple of stride below T down to 0) and step counts that must fit T."""
+    a = params["part_a"]
+    num_ts = params["ddpm"]["num_ts"] if a["backbone"] == "mnist" else IF_TIMESTEPS
+    stride = max(1, round(a["stride_fraction"] * num_ts))  # < T: the schema caps stride_fraction at 0.5
+    count = (num_ts - 1) // stride + 1
+    for key, values in (("i_start", [a["i_start"]]), ("sdedit_i_starts", a["sdedit_i_starts"])):
+        for value in values:
+            if value >= count:
+                raise ParamsError(f"part_a.{key}: got {value}; the strided schedule of T = {num_ts} with stride "
+                                  f"{stride} has {count} steps, so use an index from 0 to {count - 1}")
+    for value in a["inference_steps"]:
+        if value > num_ts:
+            raise ParamsError(f"part_a.inference_steps: got {value}; at most T = {num_ts} steps on the "
+                              f"{a['backbone']} backbone")
+
+
+EXTRA_CHECKS.append(_check_part_a_steps)
+
 
 def _check(value: Any, spec: Any, key: str) -> None:
     if isinstance(spec, tuple) and spec and spec[0] == "each":
