@@ -218,7 +218,7 @@ CASES = [
          "params.yaml `models` has"),
     Case("params-test-index-past-data", "part_a", params(**{"part_a.mnist.test_indices": [5, 150]}),
          "part_a.mnist.test_indices", "use indices below 100"),
-    Case("params-i-start-too-late", "part_a", params(**{"part_a.i_start": 500}), "part_a.i_start", "lower it"),
+    Case("params-i-start-too-late", "part_a", params(**{"part_a.i_start": 500}), "part_a.i_start", "use an index from 0"),
     Case("params-unknown-view", "part_a",
          params(**{"part_a.mnist.prompts.anagrams": [["spin", "a handwritten 7", "a handwritten 1"]]}), "spin",
          "view one of"),
