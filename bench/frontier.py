@@ -12,27 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from difflab.classifier import load_classifier  # noqa: E402
-from difflab.data import load_mnist  # noqa: E402
-from difflab.metrics import reference, sample_scores  # noqa: E402
-from difflab.params import load  # noqa: E402
-from difflab.paths import Outputs  # noqa: E402
-from difflab.objectives import build_model  # noqa: E402
-from difflab.runtime import generator, seed_everything  # noqa: E402
-from difflab.samplers import SamplerChoice, generate_in_batches  # noqa: E402
-from difflab.schedule import DDPMSchedule  # noqa: E402
-from difflab.train import EMA, TrainConfig, train  # noqa: E402
-from difflab.weights import load_model, save_model  # noqa: E402
+from difflab.core.families import build_model
+from difflab.core.schedule import DDPMSchedule
+from difflab.core.weights import load_model, save_model
+from difflab.data.mnist import load_mnist
+from difflab.evaluation.classifier import load_classifier
+from difflab.evaluation.metrics import reference, sample_scores
+from difflab.pipeline.params import load
+from difflab.pipeline.paths import Outputs
+from difflab.pipeline.runtime import generator, seed_everything
+from difflab.sampling.samplers import SamplerChoice, generate_in_batches
+from difflab.training.loop import EMA, TrainConfig, train
 
 # Per model, the recipes tried: options changed from its params.yaml entry (epochs set the longest budget scored;
 # with lr_decay, ExponentialLR steps once per epoch, so a run's first epoch is exactly the one-epoch run).

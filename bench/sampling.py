@@ -7,22 +7,19 @@ Ends with `speedup: <300-step DDPM time / DPM-Solver++ time at the fewest steps 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from difflab import paths  # noqa: E402
-from difflab.classifier import load_classifier  # noqa: E402
-from difflab.metrics import reference, sample_scores  # noqa: E402
-from difflab.params import load  # noqa: E402
-from difflab.runtime import autocast, generator, seed_everything  # noqa: E402
-from difflab.samplers import SamplerChoice, generate_in_batches, guided  # noqa: E402
-from difflab.schedule import DDPMSchedule  # noqa: E402
-from difflab.weights import load_model  # noqa: E402
+from difflab.core.schedule import DDPMSchedule
+from difflab.core.weights import load_model
+from difflab.evaluation.classifier import load_classifier
+from difflab.evaluation.metrics import reference, sample_scores
+from difflab.pipeline import paths
+from difflab.pipeline.params import load
+from difflab.pipeline.runtime import autocast, generator, seed_everything
+from difflab.sampling.samplers import SamplerChoice, generate_in_batches, guided
 
 
 def run(model, kind, choice, n, params, classifier, ref, schedule) -> dict:

@@ -6,18 +6,15 @@ fp32 matmul peaks measured in the same run, and ends with `speedup: <fast / refe
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from difflab.objectives import build_model, loss  # noqa: E402
-from difflab.runtime import autocast  # noqa: E402
-from difflab.schedule import DDPMSchedule  # noqa: E402
+from difflab.core.families import build_model, loss
+from difflab.core.schedule import DDPMSchedule
+from difflab.pipeline.runtime import autocast
 
 
 def matmul_peak(dtype: torch.dtype, seconds: float) -> float:

@@ -1,17 +1,18 @@
 """DVC stage classifier: train the MNIST CNN that scores samples, save it, and record its test accuracy."""
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from difflab import paths  # noqa: E402
-from difflab.classifier import ClassifierConfig, predict, save_classifier, train_classifier  # noqa: E402
-from difflab.data import load_mnist  # noqa: E402
-from difflab.errors import run_stage  # noqa: E402
-from difflab.metrics import accuracy  # noqa: E402
-from difflab.params import load  # noqa: E402
-from difflab.runtime import resolve_device, write_metrics  # noqa: E402
+from difflab.data.mnist import load_mnist
+from difflab.evaluation.classifier import (
+    ClassifierConfig,
+    predict,
+    save_classifier,
+    train_classifier,
+)
+from difflab.evaluation.metrics import accuracy
+from difflab.pipeline import paths
+from difflab.pipeline.errors import run_stage
+from difflab.pipeline.params import load
+from difflab.pipeline.runtime import resolve_device, write_metrics
 
 METRICS = paths.REPORTS / "metrics" / "classifier.json"
 

@@ -1,14 +1,11 @@
 """DVC stage embed_prompts: embed every Part A prompt of part_a.backbone (and "") into data/prompt_embeds.pt."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from difflab import paths, prompt_embeds  # noqa: E402
-from difflab.backbones import get_backbone  # noqa: E402
-from difflab.errors import run_stage  # noqa: E402
-from difflab.params import load  # noqa: E402
-from difflab.part_a_config import Prompts  # noqa: E402
+from difflab.backbones import embeddings as prompt_embeds
+from difflab.backbones.base import get_backbone
+from difflab.backbones.prompts import Prompts
+from difflab.pipeline import paths
+from difflab.pipeline.errors import run_stage
+from difflab.pipeline.params import load
 
 
 def main() -> None:

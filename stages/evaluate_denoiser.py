@@ -1,21 +1,24 @@
 """DVC stage evaluate_denoiser: the single-step denoiser figures (noising, results per epoch, out-of-distribution
 sigmas, pure-noise outputs beside the mean training image), loss curves, and test MSE / PSNR per sigma."""
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from difflab import manifest, paths, plots  # noqa: E402
-from difflab.data import load_mnist  # noqa: E402
-from difflab.errors import run_stage  # noqa: E402
-from difflab.metrics import mse, psnr  # noqa: E402
-from difflab.params import load  # noqa: E402
-from difflab.runtime import autocast, generator, resolve_device, seed_everything, write_metrics  # noqa: E402
-from difflab.training_log import read_curve  # noqa: E402
-from difflab.weights import load_model  # noqa: E402
+from difflab.core.weights import load_model
+from difflab.data.mnist import load_mnist
+from difflab.evaluation.metrics import mse, psnr
+from difflab.figures import manifest, plots
+from difflab.figures.training_log import read_curve
+from difflab.pipeline import paths
+from difflab.pipeline.errors import run_stage
+from difflab.pipeline.params import load
+from difflab.pipeline.runtime import (
+    autocast,
+    generator,
+    resolve_device,
+    seed_everything,
+    write_metrics,
+)
 
 OUT = paths.REPORTS / "denoiser"
 METRICS = paths.REPORTS / "metrics" / "denoiser.json"

@@ -1,14 +1,10 @@
 """DVC stage fetch_data: MNIST into data/mnist (torchvision layout) from params `data.source`."""
 import logging
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from difflab.data import fetch_mnist, load_mnist  # noqa: E402
-from difflab.errors import run_stage  # noqa: E402
-from difflab.params import load  # noqa: E402
+from difflab.data.mnist import fetch_mnist, load_mnist
+from difflab.pipeline.errors import run_stage
+from difflab.pipeline.params import load
 
 ROOT = "data/mnist"
 

@@ -2,20 +2,18 @@
 CFG scales in `guidance_sweep.gammas` (a figure, one TSV per model for `dvc plots`, and metrics)."""
 import csv
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from difflab import manifest, paths, plots  # noqa: E402
-from difflab.classifier import load_classifier  # noqa: E402
-from difflab.errors import run_stage  # noqa: E402
-from difflab.guidance import sweep  # noqa: E402
-from difflab.metrics import reference, significant  # noqa: E402
-from difflab.params import load  # noqa: E402
-from difflab.runtime import resolve_device, seed_everything, write_metrics  # noqa: E402
-from difflab.samplers import SamplerChoice  # noqa: E402
-from difflab.schedule import DDPMSchedule  # noqa: E402
-from difflab.weights import load_model  # noqa: E402
+from difflab.core.schedule import DDPMSchedule
+from difflab.core.weights import load_model
+from difflab.evaluation.classifier import load_classifier
+from difflab.evaluation.metrics import reference, significant
+from difflab.figures import manifest, plots
+from difflab.part_b.guidance import sweep
+from difflab.pipeline import paths
+from difflab.pipeline.errors import run_stage
+from difflab.pipeline.params import load
+from difflab.pipeline.runtime import resolve_device, seed_everything, write_metrics
+from difflab.sampling.samplers import SamplerChoice
 
 OUT = paths.REPORTS / "guidance"
 METRICS = paths.REPORTS / "metrics" / "guidance.json"

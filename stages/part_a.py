@@ -1,21 +1,17 @@
 """DVC stage part_a: every Part A deliverable on part_a.backbone into reports/part_a (figures + manifest.json),
 with its numbers in reports/metrics/part_a.json."""
-import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from difflab import paths, prompt_embeds  # noqa: E402
-from difflab.backbones import get_backbone  # noqa: E402
-from difflab.errors import run_stage  # noqa: E402
-from difflab.params import load  # noqa: E402
-from difflab.part_a_config import PartAConfig  # noqa: E402
-from difflab.illusions import mnist_judge  # noqa: E402
-from difflab.part_a_deliverables import PartA  # noqa: E402
-from difflab.part_a_inputs import part_a_images  # noqa: E402
-from difflab.runtime import seed_everything, write_metrics  # noqa: E402
+from difflab.backbones import embeddings as prompt_embeds
+from difflab.backbones.base import get_backbone
+from difflab.part_a.config import PartAConfig
+from difflab.part_a.deliverables import PartA
+from difflab.part_a.inputs import part_a_images
+from difflab.part_a.judge import mnist_judge
+from difflab.pipeline import paths
+from difflab.pipeline.errors import run_stage
+from difflab.pipeline.params import load
+from difflab.pipeline.runtime import seed_everything, write_metrics
 
 
 def main() -> None:

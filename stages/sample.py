@@ -3,22 +3,32 @@ and the samples that the evaluation scores."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from safetensors.torch import save_file
 
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from difflab import manifest, paths, plots  # noqa: E402
-from difflab.classifier import load_classifier  # noqa: E402
-from difflab.errors import MissingFileError, run_stage  # noqa: E402
-from difflab.metrics import reference, sample_scores  # noqa: E402
-from difflab.objectives import is_class_conditional  # noqa: E402
-from difflab.params import load  # noqa: E402
-from difflab.runtime import autocast, generator, resolve_device, seed_everything, write_metrics  # noqa: E402
-from difflab.samplers import SamplerChoice, digit_labels, generate, generate_in_batches  # noqa: E402
-from difflab.schedule import DDPMSchedule  # noqa: E402
-from difflab.training_log import read_curve  # noqa: E402
-from difflab.weights import load_model  # noqa: E402
+from difflab.core.families import is_class_conditional
+from difflab.core.schedule import DDPMSchedule
+from difflab.core.weights import load_model
+from difflab.evaluation.classifier import load_classifier
+from difflab.evaluation.metrics import reference, sample_scores
+from difflab.figures import manifest, plots
+from difflab.figures.training_log import read_curve
+from difflab.pipeline import paths
+from difflab.pipeline.errors import MissingFileError, run_stage
+from difflab.pipeline.params import load
+from difflab.pipeline.runtime import (
+    autocast,
+    generator,
+    resolve_device,
+    seed_everything,
+    write_metrics,
+)
+from difflab.sampling.samplers import (
+    SamplerChoice,
+    digit_labels,
+    generate,
+    generate_in_batches,
+)
 
 PER_CLASS = 4
 

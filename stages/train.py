@@ -1,16 +1,13 @@
 """DVC stage train@<name>: train one Part B model from params.yaml `models.<name>`."""
 import signal
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from difflab import paths  # noqa: E402
-from difflab.data import load_mnist  # noqa: E402
-from difflab.errors import run_stage  # noqa: E402
-from difflab.params import ParamsError, load  # noqa: E402
-from difflab.schedule import DDPMSchedule  # noqa: E402
-from difflab.train import TrainConfig, train  # noqa: E402
+from difflab.core.schedule import DDPMSchedule
+from difflab.data.mnist import load_mnist
+from difflab.pipeline import paths
+from difflab.pipeline.errors import run_stage
+from difflab.pipeline.params import ParamsError, load
+from difflab.training.loop import TrainConfig, train
 
 
 def main(name: str) -> None:

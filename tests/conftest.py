@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from difflab.data import write_idx
+from difflab.data.mnist import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 

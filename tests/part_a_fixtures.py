@@ -9,7 +9,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -82,8 +81,8 @@ def tiny_if_repos() -> tuple[str, str]:
 
 def save_tiny_class_ddpm(path: Path) -> Path:
     """A randomly initialised class-conditioned UNet of width 4, saved like train@class_ddpm saves its model."""
-    from difflab.objectives import build_model
-    from difflab.weights import save_model
+    from difflab.core.families import build_model
+    from difflab.core.weights import save_model
 
     torch.manual_seed(0)
     save_model(path, build_model("class_ddpm", 4), "class_ddpm")
@@ -93,7 +92,7 @@ def save_tiny_class_ddpm(path: Path) -> Path:
 def tiny_mnist_backbone(directory: Path, num_ts: int):
     """The mnist backbone on a tiny random class_ddpm saved in `directory`, on the CPU in fp32."""
     from difflab.backbones.mnist import MnistBackbone
-    from difflab.schedule import DDPMSchedule
+    from difflab.core.schedule import DDPMSchedule
 
     path = save_tiny_class_ddpm(directory / "class_ddpm.safetensors")
     return MnistBackbone(path, DDPMSchedule.linear(num_ts), torch.device("cpu"), precision="fp32")

@@ -9,12 +9,12 @@ from part_a_fixtures import one_cpu_thread  # noqa: F401  (autouse)
 from part_a_fixtures import (STAGE1_SIZE, STAGE2_SIZE, T5_DIM, save_tiny_class_ddpm, tiny_if_repos, tiny_mnist_backbone,
                              use_sentencepiece_tokenizer)
 
-from difflab import part_a as pa
-from difflab import prompt_embeds
-from difflab.backbones import get_backbone, posterior_variance
+from difflab.part_a import loops as pa
+from difflab.backbones import embeddings as prompt_embeds
+from difflab.backbones.base import get_backbone, posterior_variance
 from difflab.backbones.deepfloyd import DeepFloydBackbone, DeepFloydUnavailable
 from difflab.backbones.mnist import MnistBackbone, parse_prompt
-from difflab.schedule import DDPMSchedule
+from difflab.core.schedule import DDPMSchedule
 
 CPU = torch.device("cpu")
 T = 30
@@ -115,8 +115,8 @@ def test_get_backbone_builds_from_params(tmp_path, monkeypatch):
 
 
 def test_mnist_backbone_refuses_another_model_kind(tmp_path):
-    from difflab.objectives import build_model
-    from difflab.weights import save_model
+    from difflab.core.families import build_model
+    from difflab.core.weights import save_model
 
     save_model(tmp_path / "m.safetensors", build_model("time_ddpm", 4), "time_ddpm")
     with pytest.raises(ValueError, match="needs the class_ddpm"):

@@ -352,7 +352,7 @@ def test_bad_input(pipeline, case: Case):
 # ---------------------------------------------------------------- the mechanism itself
 
 def test_run_stage_one_line_for_project_errors_traceback_for_bugs(capsys, monkeypatch):
-    from difflab.errors import DifflabError, run_stage
+    from difflab.pipeline.errors import DifflabError, run_stage
 
     def fails(exc):
         raise exc
@@ -386,8 +386,8 @@ def tiny_training(tmp_path, monkeypatch):
     """train(name, epochs) on 64 fake digits in tmp_path, with outputs where the pipeline puts them."""
     import torch
 
-    from difflab import paths
-    from difflab.train import TrainConfig, train
+    from difflab.pipeline import paths
+    from difflab.training.loop import TrainConfig, train
 
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
@@ -405,7 +405,7 @@ needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="nee
 
 @needs_dev_full
 def test_full_disk_while_writing_the_model_keeps_the_previous_model(tiny_training):
-    from difflab.errors import OutputWriteError
+    from difflab.pipeline.errors import OutputWriteError
 
     go, out = tiny_training
     go(epochs=1)
@@ -420,8 +420,8 @@ def test_full_disk_while_writing_the_model_keeps_the_previous_model(tiny_trainin
 
 @needs_dev_full
 def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tiny_training, monkeypatch, capsys):
-    import difflab.train as train_module
-    from difflab.errors import OutputWriteError
+    import difflab.training.loop as train_module
+    from difflab.pipeline.errors import OutputWriteError
 
     go, out = tiny_training
     last, original, calls = out.checkpoint / "last.pt", train_module._save_checkpoint, []
@@ -462,7 +462,7 @@ def make_read_only(directory: Path) -> Callable[[], None] | None:
 
 
 def test_read_only_model_directory_keeps_the_previous_model(tiny_training):
-    from difflab.errors import OutputWriteError
+    from difflab.pipeline.errors import OutputWriteError
 
     go, out = tiny_training
     go(epochs=1)

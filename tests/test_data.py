@@ -16,8 +16,8 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from difflab import data
-from difflab.data import DataError, fetch_mnist, load_mnist
+from difflab.data import mnist as data
+from difflab.data.mnist import DataError, fetch_mnist, load_mnist
 
 COUNTS = {"train": 12, "t10k": 5}
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from difflab.data import ImageError, read_image, read_mask
+from difflab.data.images import ImageError, read_image, read_mask
 
 FUZZ = settings(max_examples=50, deadline=None)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # PIL's notes on the corrupt files we feed it

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import write_fake_mnist
-from difflab import classifier as clf
-from difflab.data import load_mnist
-from difflab.metrics import (Legibility, accuracy, frechet_distance, gaussian_stats, per_class_accuracy, reference,
+from difflab.evaluation import classifier as clf
+from difflab.data.mnist import load_mnist
+from difflab.evaluation.metrics import (Legibility, accuracy, frechet_distance, gaussian_stats, per_class_accuracy, reference,
                              sample_scores)
 
 

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from difflab.params import ParamsError, load, validate
+from difflab.pipeline.params import ParamsError, load, validate
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -95,10 +95,10 @@ def test_any_value_anywhere_is_accepted_or_a_params_error(value, path):
 def test_cli_exit_codes(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text(yaml.safe_dump(edited("models.time_fm.epochs", -1)))
-    res = subprocess.run([sys.executable, "-m", "difflab.params", "check", str(bad)], cwd=REPO,
+    res = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "check", str(bad)], cwd=REPO,
                          capture_output=True, text=True)
     assert res.returncode == 1 and "models.time_fm.epochs: got -1" in res.stderr
-    ok = subprocess.run([sys.executable, "-m", "difflab.params", "check"], cwd=REPO, capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "check"], cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "broken.yaml").write_text("seed: [1,\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
@@ -112,7 +112,7 @@ def test_cli_exit_codes(tmp_path):
 ])
 def test_part_a_steps_must_fit_the_strided_schedule(edit, key):
     """The check agrees with part_a.strided_timesteps: 34 steps for T = 300 at stride fraction 0.03."""
-    from difflab.part_a import strided_timesteps, stride_for
+    from difflab.part_a.loops import strided_timesteps, stride_for
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["ddpm"]["num_ts"] = 300

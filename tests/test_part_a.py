@@ -11,18 +11,17 @@ from part_a_fixtures import one_cpu_thread  # noqa: F401  (autouse)
 from conftest import write_fake_mnist
 from part_a_fixtures import save_tiny_class_ddpm, tiny_if_repos, tiny_mnist_backbone
 
-from difflab import part_a as pa
-from difflab import prompt_embeds
-from difflab.backbones import get_backbone
+from difflab.part_a import loops as pa
+from difflab.backbones import embeddings as prompt_embeds
+from difflab.backbones.base import get_backbone
 from difflab.backbones.mnist import MnistBackbone
-from difflab.data import ImageError
-from difflab.illusions import DigitScorer, Judge, hybrid_readings, score_views, summary, train_judge
-from difflab.params import load
-from difflab.part_a_config import PartAConfig
-from difflab.part_a_deliverables import PartA
-from difflab.part_a_inputs import part_a_images, user_images
-from difflab.schedule import DDPMSchedule
-from difflab.views import FlipView, View
+from difflab.data.images import ImageError
+from difflab.part_a.judge import DigitScorer, Judge, hybrid_readings, score_views, summary, train_judge
+from difflab.pipeline.params import load
+from difflab.part_a.config import PartAConfig
+from difflab.part_a.deliverables import PartA
+from difflab.part_a.inputs import part_a_images, user_images
+from difflab.part_a.views import FlipView, View
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS = REPO / "tests" / "tiny_params.yaml"
@@ -53,7 +52,7 @@ def stand_in_classifier(images01: torch.Tensor) -> torch.Tensor:
     (("pair_matrix", "views"), ["flip", "twirl"], "pair_matrix.views\\[1\\].*one of identity"),
 ])
 def test_bad_part_a_params_say_what_is_allowed(key, value, message):
-    from difflab.params import ParamsError, validate
+    from difflab.pipeline.params import ParamsError, validate
 
     params = load(TINY_PARAMS)
     section = params["part_a"]
@@ -172,8 +171,8 @@ def test_sdedit_rejects_an_i_start_past_the_schedule(mnist):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """Font-rendered digits (2000 to train a small classifier for a few seconds, 600 held out) and the classifier."""
-    from difflab.classifier import ClassifierConfig, train_classifier
-    from difflab.data import load_mnist
+    from difflab.evaluation.classifier import ClassifierConfig, train_classifier
+    from difflab.data.mnist import load_mnist
 
     root = write_fake_mnist(tmp_path_factory.mktemp("digits") / "MNIST" / "raw", 2000, 600, seed=1).parents[1]
     (x, y), (xt, yt) = load_mnist(root, True), load_mnist(root, False)
@@ -200,7 +199,7 @@ def _passes_any(scorer: DigitScorer, images: torch.Tensor) -> torch.Tensor:
 
 
 def _classifier_reads(digits, images: torch.Tensor) -> torch.Tensor:
-    from difflab.classifier import predict
+    from difflab.evaluation.classifier import predict
 
     return predict(digits[0], images).softmax(1)
 
@@ -260,8 +259,8 @@ def test_scorer_alignment_and_concealment_follow_the_paper(digits, scorer):
 
 
 def test_scorer_judge_learns_transformed_digits_as_not_a_digit_unless_they_still_show_one():
-    from difflab.illusions import NEGATIVE_VIEWS, NOT_A_DIGIT, judge_training_set
-    from difflab.views import get_view
+    from difflab.part_a.judge import NEGATIVE_VIEWS, NOT_A_DIGIT, judge_training_set
+    from difflab.part_a.views import get_view
 
     x = torch.rand(90, 1, 28, 28)
     y = torch.arange(90) % 10
@@ -351,7 +350,7 @@ def _check_outputs(out: Path, metrics: dict) -> list[dict]:
 
 def test_part_a_runs_every_deliverable_on_mnist(tmp_path, monkeypatch):
     """The stages themselves, in a scratch repo: embed_prompts, then part_a with a stand-in classifier."""
-    from difflab.classifier import Classifier, save_classifier
+    from difflab.evaluation.classifier import Classifier, save_classifier
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(TINY_PARAMS.read_text())

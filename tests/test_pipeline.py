@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import run, scratch_repo
-from difflab.params import TRACE_ENV
+from difflab.pipeline.params import TRACE_ENV
 
 RAN = re.compile(r"Running stage '([^']+)'")
 

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
-from difflab import objectives
-from difflab.params import ParamsError, validate
-from difflab.paths import Outputs
-from difflab.runtime import autocast, generator, seed_everything
-from difflab.schedule import DDPMSchedule, flow_interpolate
-from difflab.train import EMA, TrainConfig, _step, train, warmup_factor
-from difflab.unet import one_hot
+from difflab.core import families as objectives
+from difflab.pipeline.params import ParamsError, validate
+from difflab.pipeline.paths import Outputs
+from difflab.pipeline.runtime import autocast, generator, seed_everything
+from difflab.core.schedule import DDPMSchedule, flow_interpolate
+from difflab.training.loop import EMA, TrainConfig, _step, train, warmup_factor
+from difflab.core.unet import one_hot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -287,7 +287,7 @@ def test_recipe_keys_are_optional_and_validated():
 
 
 def test_captions_name_every_departure_from_the_spec_recipe():
-    from difflab.manifest import describe_training
+    from difflab.figures.manifest import describe_training
 
     entry = dict(DEFAULT["models"]["time_fm"])
     for key in ("ema_decay", "warmup_steps", "t_sampling", "t_logit_mean", "t_logit_std", "min_snr_gamma"):

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from difflab import manifest, report
+from difflab.figures import manifest
+from difflab.report import html as report
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

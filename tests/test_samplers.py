@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from difflab.objectives import build_model
-from difflab.samplers import SamplerChoice, generate, guided, sample_ddpm, sample_flow, trailing_timesteps
-from difflab.schedule import DDPMSchedule, flow_interpolate
-from difflab.unet import one_hot
+from difflab.core.families import build_model
+from difflab.sampling.samplers import SamplerChoice, generate, guided, sample_ddpm, sample_flow, trailing_timesteps
+from difflab.core.schedule import DDPMSchedule, flow_interpolate
+from difflab.core.unet import one_hot
 
 
 class PointMassEps(nn.Module):

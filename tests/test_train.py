@@ -4,12 +4,12 @@ import hashlib
 import pytest
 import torch
 
-from difflab import objectives
-from difflab.schedule import DDPMSchedule
-from difflab.paths import Outputs
-from difflab.train import TrainConfig, TrainingDiverged, train
-from difflab.training_log import read_curve
-from difflab.weights import load_model
+from difflab.core import families as objectives
+from difflab.core.schedule import DDPMSchedule
+from difflab.pipeline.paths import Outputs
+from difflab.training.loop import TrainConfig, TrainingDiverged, train
+from difflab.figures.training_log import read_curve
+from difflab.core.weights import load_model
 
 
 def tiny_data(n=64):
@@ -111,7 +111,7 @@ def interrupt_in_epoch_2(monkeypatch, name, config, x, y, out, schedule=None):
 def test_resume_refuses_a_checkpoint_of_a_changed_run(tmp_path, monkeypatch, capsys, change, reason):
     """A checkpoint resumes only the identical run; a change to the settings, the training data, the noise
     schedule, the precision that runs or the code starts afresh, says why, and ends as a fresh run would."""
-    from difflab import train as train_module
+    from difflab.training import loop as train_module
 
     x, y = tiny_data()
     schedule = DDPMSchedule.linear(20)
@@ -127,7 +127,7 @@ def test_resume_refuses_a_checkpoint_of_a_changed_run(tmp_path, monkeypatch, cap
     elif change == "schedule":
         schedule2 = DDPMSchedule.linear(20, beta2=0.03)
     elif change == "precision":  # the same `precision: auto` resolving differently, as on another machine
-        from difflab import runtime
+        from difflab.pipeline import runtime
         other = not runtime.bf16_supported(torch.device("cpu"))
         monkeypatch.setattr(runtime, "bf16_supported", lambda device: other)
     elif change == "code":
@@ -150,7 +150,7 @@ def test_code_fingerprint_follows_the_loaded_modules(tmp_path, monkeypatch):
     import sys
     import types
 
-    from difflab.runtime import code_fingerprint
+    from difflab.pipeline.runtime import code_fingerprint
 
     module_file = tmp_path / "probe.py"
     module_file.write_text("X = 1\n")

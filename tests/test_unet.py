@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from difflab.objectives import build_model
-from difflab.unet import UNet, one_hot
+from difflab.core.families import build_model
+from difflab.core.unet import UNet, one_hot
 
 
 def n_params(m: nn.Module) -> int:

@@ -4,9 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from difflab.filters import highpass, lowpass, scaled_kernel
-from difflab.params import VIEW_NAMES
-from difflab.views import VIEWS, JigsawView, PatchPermuteView, get_view, is_permutation
+from difflab.part_a.filters import highpass, lowpass, scaled_kernel
+from difflab.pipeline.params import VIEW_NAMES
+from difflab.part_a.views import VIEWS, JigsawView, PatchPermuteView, get_view, is_permutation
 
 PERMUTATIONS = [name for name in VIEWS if is_permutation(get_view(name))]
 

@@ -7,8 +7,8 @@ from functools import cached_property
 
 import torch
 
-from difflab.backbones import Backbone
-from difflab.errors import DifflabError
+from difflab.backbones.base import Backbone
+from difflab.pipeline.errors import DifflabError
 
 MAX_PROMPT_TOKENS = 77  # IF's encode_prompt pads and truncates every prompt to 77 T5 tokens
 HOW_TO_GET_IF = ("DeepFloyd IF is gated: accept its licence at https://huggingface.co/{id}, log in with "

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from difflab.backbones import Backbone, posterior_variance
-from difflab.errors import CorruptFileError
-from difflab.prompts import parse_prompt
-from difflab.runtime import autocast
-from difflab.schedule import DDPMSchedule
-from difflab.unet import NUM_CLASSES, UNet
-from difflab.weights import load_model
+from difflab.backbones.base import Backbone, posterior_variance
+from difflab.pipeline.errors import CorruptFileError
+from difflab.pipeline.digit_prompts import parse_prompt
+from difflab.pipeline.runtime import autocast
+from difflab.core.schedule import DDPMSchedule
+from difflab.core.unet import NUM_CLASSES, UNet
+from difflab.core.weights import load_model
 
 class MnistBackbone(Backbone):
     """28x28 grayscale digits in [0, 1] (the model was trained on [0, 1] data, so encode/decode only clip)."""

@@ -16,13 +16,13 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from difflab import objectives
-from difflab.errors import DifflabError, write_atomically
-from difflab.paths import Outputs
-from difflab.runtime import (autocast, code_fingerprint, generator, resolve_device, resolve_precision, run_info,
+from difflab.core import families as objectives
+from difflab.pipeline.errors import DifflabError, write_atomically
+from difflab.pipeline.paths import Outputs
+from difflab.pipeline.runtime import (autocast, code_fingerprint, generator, resolve_device, resolve_precision, run_info,
                              seed_everything)
-from difflab.schedule import DDPMSchedule
-from difflab.weights import save_model
+from difflab.core.schedule import DDPMSchedule
+from difflab.core.weights import save_model
 
 
 @dataclass

@@ -12,9 +12,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from difflab.params import DDPM_SAMPLERS, FLOW_SAMPLERS
-from difflab.schedule import DDPMSchedule
-from difflab.unet import NUM_CLASSES, UNet, one_hot
+from difflab.pipeline.params import DDPM_SAMPLERS, FLOW_SAMPLERS
+from difflab.core.schedule import DDPMSchedule
+from difflab.core.unet import NUM_CLASSES, UNet, one_hot
 
 STOCHASTIC = ("ddpm", "dpmsolver_sde")
 
@@ -177,7 +177,7 @@ def generate(model: UNet, kind: str, n: int, gen: torch.Generator, *, choice: Sa
 def generate_in_batches(model: UNet, kind: str, n: int, gen: torch.Generator, batch_size: int,
                         precision: str = "auto", labels: torch.Tensor | None = None, **opts) -> torch.Tensor:
     """n images (one per label when labels are given), batch by batch, quantized to 8 bits like saved samples."""
-    from difflab.runtime import autocast
+    from difflab.pipeline.runtime import autocast
 
     device = next(model.parameters()).device
     out = []

@@ -14,9 +14,10 @@ import pandas as pd
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from difflab import manifest, plots
-from difflab.samplers import SamplerChoice
-from difflab.training_log import read_curve
+from difflab.figures import manifest
+from difflab.figures import plots
+from difflab.sampling.samplers import SamplerChoice
+from difflab.figures.training_log import read_curve
 
 TEMPLATES = Path(__file__).parent / "templates"
 

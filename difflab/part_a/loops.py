@@ -11,9 +11,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from difflab.backbones import Backbone
-from difflab.filters import highpass, lowpass
-from difflab.views import View
+from difflab.backbones.base import Backbone
+from difflab.part_a.filters import highpass, lowpass
+from difflab.part_a.views import View
 
 NoiseFn = Callable[[torch.Tensor, int, int | None], tuple[torch.Tensor, torch.Tensor | None]]
 

@@ -1,6 +1,6 @@
 """Load and validate params.yaml: every stage calls `load()` first, so a typo fails at once with the fix.
 
-`python -m difflab.params check [FILE]` runs the same validation on any params file.
+`python -m difflab.pipeline.params check [FILE]` runs the same validation on any params file.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import yaml
 
-from difflab.errors import DifflabError
-from difflab.prompts import parse_prompt
+from difflab.pipeline.errors import DifflabError
+from difflab.pipeline.digit_prompts import parse_prompt
 
 # The names params may choose from. The code that implements each family imports its list from here (tests check
 # that the implementations cover exactly these), so validating params loads no torch and no model code.
@@ -368,7 +368,7 @@ def _trace(params: dict, log: str) -> dict:
 
     reads: set[str] = set()
     yaml.SafeDumper.add_representer(TracedParams, lambda d, data: d.represent_dict(data.copy()))
-    atexit.register(lambda: Path(log).open("a").write(json.dumps({"argv": sys.argv, "reads": sorted(reads)}) + "\n"))
+    atexit.register(lambda: Path(log).open("a").write(json.dumps({"argv": [os.path.relpath(sys.argv[0]), *sys.argv[1:]], "reads": sorted(reads)}) + "\n"))
     return TracedParams(params, reads)
 
 
@@ -391,7 +391,7 @@ def load(path: str | Path = "params.yaml") -> dict:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "check" or len(argv) > 2:
-        print("usage: python -m difflab.params check [FILE]", file=sys.stderr)
+        print("usage: python -m difflab.pipeline.params check [FILE]", file=sys.stderr)
         return 2
     try:
         load(argv[1] if len(argv) > 1 else "params.yaml")

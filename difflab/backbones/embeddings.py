@@ -7,8 +7,8 @@ from typing import Sequence
 
 import torch
 
-from difflab.backbones import Backbone
-from difflab.errors import CorruptFileError, DifflabError, MissingFileError
+from difflab.backbones.base import Backbone
+from difflab.pipeline.errors import CorruptFileError, DifflabError, MissingFileError
 
 
 class PromptError(DifflabError, KeyError):

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from difflab.plots import _save, plt
+from difflab.figures.plots import _save, plt
 
 
 def pair_matrices(path: str | Path, matrices: dict[str, tuple[torch.Tensor, torch.Tensor]], seeds: int) -> Path:

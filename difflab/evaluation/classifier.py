@@ -12,8 +12,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from difflab.errors import CorruptFileError, MissingFileError, write_atomically
-from difflab.runtime import autocast, generator, resolve_device, seed_everything
+from difflab.pipeline.errors import CorruptFileError, MissingFileError, write_atomically
+from difflab.pipeline.runtime import autocast, generator, resolve_device, seed_everything
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 FEATURES = 128

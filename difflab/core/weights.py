@@ -8,9 +8,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from difflab.errors import CorruptFileError, MissingFileError, write_atomically
-from difflab.objectives import build_model
-from difflab.unet import UNet
+from difflab.pipeline.errors import CorruptFileError, MissingFileError, write_atomically
+from difflab.core.families import build_model
+from difflab.core.unet import UNet
 
 
 def save_model(path: str | Path, model: UNet, kind: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from difflab.params import KINDS, T_SAMPLINGS
-from difflab.schedule import DDPMSchedule, flow_interpolate
-from difflab.unet import UNet, one_hot
+from difflab.pipeline.params import KINDS, T_SAMPLINGS
+from difflab.core.schedule import DDPMSchedule, flow_interpolate
+from difflab.core.unet import UNet, one_hot
 
 
 def is_generative(kind: str) -> bool:

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from difflab.data import load_mnist, read_image, read_mask
-from difflab.params import ParamsError
+from difflab.data.mnist import load_mnist
+from difflab.data.images import read_image, read_mask
+from difflab.pipeline.params import ParamsError
 
 log = logging.getLogger(__name__)
 

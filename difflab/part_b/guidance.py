@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from difflab.metrics import Reference, sample_scores
-from difflab.runtime import generator
-from difflab.samplers import generate_in_batches
-from difflab.unet import UNet
+from difflab.evaluation.metrics import Reference, sample_scores
+from difflab.pipeline.runtime import generator
+from difflab.sampling.samplers import generate_in_batches
+from difflab.core.unet import UNet
 
 
 def sweep(model: UNet, kind: str, gammas: list[float], n: int, seed: int, classifier: nn.Module, ref: Reference,

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from difflab.errors import DifflabError
+from difflab.pipeline.errors import DifflabError
 
 NAME = "manifest.json"
 

@@ -10,20 +10,20 @@ from typing import Sequence
 
 import torch
 
-from difflab import manifest
-from difflab import part_a as pa
-from difflab.backbones import Backbone
-from difflab.filters import highpass, lowpass, scaled_kernel
-from difflab.illusions import Judge, band_readings, hybrid_readings, score_views, summary
-from difflab.metrics import psnr
-from difflab.params import ParamsError
-from difflab.part_a_config import PartAConfig
-from difflab.part_a_inputs import EditImage, PartAImages
-from difflab.plots import image_grid
-from difflab.prompt_embeds import lookup
-from difflab.runtime import generator
-from difflab.part_a_plots import pair_matrices, sweep_curve
-from difflab.views import View, get_view
+from difflab.figures import manifest
+from difflab.part_a import loops as pa
+from difflab.backbones.base import Backbone
+from difflab.part_a.filters import highpass, lowpass, scaled_kernel
+from difflab.part_a.judge import Judge, band_readings, hybrid_readings, score_views, summary
+from difflab.evaluation.metrics import psnr
+from difflab.pipeline.params import ParamsError
+from difflab.part_a.config import PartAConfig
+from difflab.part_a.inputs import EditImage, PartAImages
+from difflab.figures.plots import image_grid
+from difflab.backbones.embeddings import lookup
+from difflab.pipeline.runtime import generator
+from difflab.part_a.plots import pair_matrices, sweep_curve
+from difflab.part_a.views import View, get_view
 
 SHOWN_SEEDS = 2  # illusions shown per prompt pair
 

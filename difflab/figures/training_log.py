@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from difflab.errors import MissingFileError
+from difflab.pipeline.errors import MissingFileError
 
 
 def read_curve(live_dir: str | Path, metric: str = "train/loss") -> tuple[list[int], list[float]]:

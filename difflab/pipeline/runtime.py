@@ -71,7 +71,7 @@ def code_fingerprint() -> str:
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     mods = [m for name, m in list(sys.modules.items()) if name == "__main__" or name.split(".")[0] == "difflab"]
     files = sorted({Path(m.__file__).resolve() for m in mods if getattr(m, "__file__", None)})
     digest = hashlib.sha256()

@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from difflab.filters import highpass, lowpass
-from difflab.metrics import ClassGaussians
+from difflab.part_a.filters import highpass, lowpass
+from difflab.evaluation.metrics import ClassGaussians
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 REAL_QUANTILE = 0.95  # a view is realistic when as close to its class as 95 % of real held-out digits
@@ -44,7 +44,7 @@ class DigitScorer:
             held_labels: torch.Tensor, transform: Transform | None = None, use_head: bool = False) -> "DigitScorer":
         """Class Gaussians from fit_*, thresholds from held_* (distinct real digits), all seen through `transform`
         (e.g. the low-pass filter a hybrid is read through)."""
-        from difflab.classifier import features
+        from difflab.evaluation.classifier import features
 
         t = transform or (lambda x: x)
         gaussians = ClassGaussians.fit(features(model, t(fit_images)), fit_labels, 10)
@@ -60,7 +60,7 @@ class DigitScorer:
         10 reads as no digit); otherwise the posterior of the fitted Gaussian classes (equal priors, shared
         covariance), p(y | f) proportional to exp(-d_y^2 / 2), which also reads digits seen through a filter the
         scorer was fitted on (blurred, high-passed)."""
-        from difflab.classifier import features
+        from difflab.evaluation.classifier import features
 
         feats = features(self.model, images01.float().cpu())
         dist = self.gaussians.distances(feats).float()
@@ -173,7 +173,7 @@ def judge_training_set(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -
     """Real digits with their labels, plus as many transformed real digits labelled NOT_A_DIGIT (an upside-down 7,
     a jigsaw of a 3, ... split evenly over NEGATIVE_VIEWS; the transforms that still show a digit keep that digit's
     label), plus noise and blank images: the failures a 10-way classifier reads with confidence."""
-    from difflab.views import get_view
+    from difflab.part_a.views import get_view
 
     xs, ys = [x], [y]
     k = len(x) // len(NEGATIVE_VIEWS)
@@ -225,9 +225,9 @@ def mnist_judge(classifier_path, mnist_root, device: torch.device, seed: int = 0
     """The pipeline's classifier, taught NOT_A_DIGIT on the first n_train MNIST training digits (train_judge), with
     realism fitted on the next n_fit training digits and calibrated on the first n_held test digits; prompts name
     digits as the MNIST backbone reads them."""
-    from difflab.classifier import load_classifier
-    from difflab.data import load_mnist
-    from difflab.prompts import parse_prompt
+    from difflab.evaluation.classifier import load_classifier
+    from difflab.data.mnist import load_mnist
+    from difflab.pipeline.digit_prompts import parse_prompt
 
     x, y = load_mnist(mnist_root, train=True)
     xt, yt = load_mnist(mnist_root, train=False)

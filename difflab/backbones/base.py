@@ -1,0 +1,92 @@
+"""The Backbone interface that Part A's sampling loops are written against, and `get_backbone` to build one.
+
+A backbone is a pretrained, prompt-conditioned eps-prediction diffusion model in diffusers' timestep
+convention: t = 0..T-1 with x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, abar_t = alphas_cumprod[t].
+Classifier-free guidance is not the backbone's job: the loops stack cond and uncond embeddings in one batch.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+BACKBONES = ("mnist", "deepfloyd")
+
+
+class Backbone(ABC):
+    """What Part A needs from a model: its schedule, prompt embeddings, a noise estimate, and its pixel space."""
+
+    name: str
+    channels: int
+    device: torch.device
+
+    @property
+    @abstractmethod
+    def alphas_cumprod(self) -> torch.Tensor:
+        """abar_t for t = 0..T-1 as a float32 CPU tensor."""
+
+    @property
+    @abstractmethod
+    def image_size(self) -> int:
+        """Side of the square images `predict` works on."""
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return len(self.alphas_cumprod)
+
+    @abstractmethod
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """One embedding row per prompt; "" is the unconditional embedding used for CFG."""
+
+    @abstractmethod
+    def predict(self, x_t: torch.Tensor, t: int, embeds: torch.Tensor,
+                t_prev: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(eps, variance): the noise estimate for x_t at timestep t and, when t_prev is given, the variance of the
+        ancestral step t -> t_prev, shaped like eps (None when t_prev is None)."""
+
+    def encode(self, images01: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images -> the model's pixel space ([-1, 1] unless a backbone says otherwise)."""
+        return images01 * 2 - 1
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's pixel space -> [0, 1] images (clipped)."""
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def threshold(self, x0: torch.Tensor) -> torch.Tensor:
+        """The backbone's own post-processing of an x0 estimate in its pipeline (IF: dynamic thresholding); none by
+        default. Part A applies it only where params ask (part_a.deepfloyd.thresholding, A.0)."""
+        return x0
+
+    def upsample(self, images01: torch.Tensor, embeds: torch.Tensor, uncond: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+        """A super-resolved copy of generated images for display; backbones without a second stage return them as is."""
+        return images01
+
+
+def posterior_variance(alphas_cumprod: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
+    """beta_tilde of the step t -> t_prev: (1 - abar_prev) / (1 - abar_t) * beta, with beta = 1 - abar_t / abar_prev
+    (DDPM eq. 7, for a strided schedule)."""
+    abar_t = alphas_cumprod[t]
+    abar_prev = alphas_cumprod[t_prev] if t_prev >= 0 else torch.tensor(1.0)
+    return (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
+
+
+def get_backbone(name: str, params: dict, *, allow_cpu: bool = False) -> Backbone:
+    """The backbone `name` configured from validated params (ddpm, device, precision, part_a); models load lazily."""
+    from difflab.pipeline import paths
+    from difflab.pipeline.runtime import resolve_device
+
+    device = resolve_device(params["device"])
+    if name == "mnist":
+        from difflab.backbones.mnist import MnistBackbone
+        from difflab.core.schedule import DDPMSchedule
+
+        return MnistBackbone(paths.model_file("class_ddpm"), DDPMSchedule.linear(**params["ddpm"]), device,
+                             params["precision"])
+    if name == "deepfloyd":
+        from difflab.backbones.deepfloyd import DeepFloydBackbone
+
+        cfg = params["part_a"]["deepfloyd"]
+        return DeepFloydBackbone(cfg["stage1"], cfg["stage2"] if cfg["upsample"] else None, device,
+                                 stage2_steps=cfg["stage2_steps"], allow_cpu=allow_cpu)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

@@ -1,0 +1,1 @@
+"""Figures and what the report renders of them: image grids, GIFs, loss curves, manifests, DVCLive curves."""
