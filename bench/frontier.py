@@ -19,16 +19,17 @@ from pathlib import Path
 
 import torch
 
-from difflab.core.families import build_model
-from difflab.core.schedule import DDPMSchedule
+from difflab.core.families import build_model, make_family
+from difflab.core.schedule import NoiseSchedule
 from difflab.core.weights import load_model, save_model
 from difflab.data.mnist import load_mnist
 from difflab.evaluation.classifier import load_classifier
 from difflab.evaluation.metrics import reference, sample_scores
-from difflab.pipeline.params import load
+from difflab.pipeline.params import load, model_kind
 from difflab.pipeline.paths import Outputs
 from difflab.pipeline.runtime import generator, seed_everything
-from difflab.sampling.samplers import SamplerChoice, generate_in_batches
+from difflab.sampling.choice import SamplerChoice
+from difflab.sampling.samplers import generate_in_batches
 from difflab.training.loop import EMA, TrainConfig, train
 
 # Per model, the recipes tried: options changed from its params.yaml entry (epochs set the longest budget scored;
@@ -66,9 +67,10 @@ RUN_OPTIONS = ("seed",)
 def score(model_file: Path, kind: str, params: dict, classifier, ref, schedule, n: int) -> dict:
     """Sample n images the way sample@<name> does and score them like its metrics JSON."""
     model, _ = load_model(model_file, "cpu")
-    labels = torch.arange(n) % 10 if kind.startswith("class_") else None
-    images = generate_in_batches(model, kind, n, generator(torch.device("cpu"), params["seed"] + 1),
-                                 params["sample"]["batch_size"], params["precision"], labels, schedule=schedule,
+    family = make_family(kind, schedule)
+    labels = torch.arange(n) % 10 if family.kind.class_conditional else None
+    images = generate_in_batches(model, family, n, generator(torch.device("cpu"), params["seed"] + 1),
+                                 params["sample"]["batch_size"], params["precision"], labels,
                                  gamma=params["gamma"], choice=SamplerChoice.from_params(params["sample"]))
     s = sample_scores(classifier, images, ref, labels)
     return {k: s[k] for k in ("fid", "fid_baseline", "legibility", "legibility_real", "accuracy") if k in s}
@@ -85,7 +87,7 @@ def run_recipe(name: str, recipe: str, options: dict, params: dict, x, y, classi
                       device="cpu",
                       precision=params["precision"])
     xs, ys = (x[:subset], y[:subset]) if subset else (x, y)
-    schedule = DDPMSchedule.linear(**params["ddpm"]) if cfg.kind.endswith("_ddpm") else None
+    schedule = NoiseSchedule.linear(**params["ddpm"]) if model_kind(params, name).family == "ddpm" else None
     steps_per_epoch = -(-len(xs) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     at = sorted({max(1, round(f * total)) for f in fractions})

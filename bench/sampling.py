@@ -12,22 +12,22 @@ from pathlib import Path
 
 import torch
 
-from difflab.core.schedule import DDPMSchedule
 from difflab.core.weights import load_model
 from difflab.evaluation.classifier import load_classifier
 from difflab.evaluation.metrics import reference, sample_scores
 from difflab.pipeline import paths
 from difflab.pipeline.params import load
 from difflab.pipeline.runtime import autocast, generator, seed_everything
-from difflab.sampling.samplers import SamplerChoice, generate_in_batches, guided
+from difflab.sampling.choice import SamplerChoice
+from difflab.sampling.samplers import generate_in_batches, sampling_family, with_cfg
 
 
-def run(model, kind, choice, n, params, classifier, ref, schedule) -> dict:
+def run(model, family, choice, n, params, classifier, ref) -> dict:
     labels = torch.arange(n) % 10
     start = time.perf_counter()
-    images = generate_in_batches(model, kind, n, generator(torch.device("cpu"), params["seed"] + 1),
-                                 params["sample"]["batch_size"],
-                                 params["precision"], labels, schedule=schedule, gamma=params["gamma"], choice=choice)
+    images = generate_in_batches(model, family, n, generator(torch.device("cpu"), params["seed"] + 1),
+                                 params["sample"]["batch_size"], params["precision"], labels, gamma=params["gamma"],
+                                 choice=choice)
     seconds = time.perf_counter() - start
     scores = sample_scores(classifier, images, ref, labels)
     return {"seconds": seconds, "fid": scores["fid"], "accuracy": scores["accuracy"]}
@@ -41,7 +41,7 @@ def forward_paths(path: Path, params: dict, seconds: float) -> float:
     rates = {}
     for label, model, batch, precision in (("reference", plain, 500, "fp32"),
                                            ("fast", fast, params["sample"]["batch_size"], "auto")):
-        f = guided(model, torch.arange(batch) % 10, params["gamma"])
+        f = with_cfg(model, torch.arange(batch) % 10, params["gamma"])
         x, t = torch.randn(batch, 1, 28, 28), torch.full((batch,), 0.5)
         with torch.inference_mode(), autocast(torch.device("cpu"), precision):
             f(x, t)
@@ -63,8 +63,7 @@ def main() -> None:
     n = 80 if args.quick else 1000
     classifier = load_classifier(paths.CLASSIFIER, "cpu")
     ref = reference(classifier, paths.MNIST, n)
-    schedule = DDPMSchedule.linear(**params["ddpm"])
-    T = schedule.num_ts
+    T = params["ddpm"]["num_ts"]
     ddpm_grid = [("ddpm", 0), ("ddim", 30), ("dpmsolver", 10), ("dpmsolver", 20), ("dpmsolver", 30),
                  ("dpmsolver_sde", 30)]
     flow_grid = [("euler", 10), ("euler", 50), ("heun", 10), ("heun", 25)]
@@ -76,11 +75,12 @@ def main() -> None:
     print(f"{'model':<12}{'sampler':<11}{'steps':>6}{'NFE':>6}{'FD':>9}{'acc':>7}{'seconds':>9}")
     results = {}
     for name, grid in (("class_ddpm", ddpm_grid), ("class_fm", flow_grid)):
-        model, kind = load_model(paths.model_file(name), "cpu")
+        model, _ = load_model(paths.model_file(name), "cpu")
+        family = sampling_family(params, name)
         for sampler, steps in grid:
-            choice = (SamplerChoice(ddpm_sampler=sampler, ddpm_steps=steps) if kind.endswith("_ddpm")
+            choice = (SamplerChoice(ddpm_sampler=sampler, ddpm_steps=steps) if family.kind.family == "ddpm"
                       else SamplerChoice(flow_sampler=sampler, flow_steps=steps))
-            r = run(model, kind, choice, n, params, classifier, ref, schedule)
+            r = run(model, family, choice, n, params, classifier, ref)
             nfe = (steps or T) * (2 if sampler == "heun" else 1) - (1 if sampler == "heun" else 0)
             results[(name, sampler, steps)] = r
             print(f"{name:<12}{sampler:<11}{steps or T:>6}{nfe:>6}{r['fid']:>9.3f}{r['accuracy']:>7.3f}"

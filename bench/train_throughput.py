@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from difflab.core.families import build_model, loss
-from difflab.core.schedule import DDPMSchedule
+from difflab.core.families import build_model, make_family
+from difflab.core.schedule import NoiseSchedule
 from difflab.pipeline.runtime import autocast
 
 
@@ -57,12 +57,12 @@ def step_fn(kind: str, hidden: int, batch: int, precision: str = "fp32", channel
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), 1e-3, fused=fused_adam or None)
-    gen, sched = torch.Generator().manual_seed(0), DDPMSchedule.linear()
+    gen, family = torch.Generator().manual_seed(0), make_family(kind, NoiseSchedule.linear())
     device = torch.device("cpu")
 
     def step():
         with autocast(device, precision):
-            value = loss(kind, model, x, y, gen, schedule=sched)
+            value = family.loss(model, x, y, gen)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()

@@ -2,11 +2,11 @@
 import signal
 import sys
 
-from difflab.core.schedule import DDPMSchedule
+from difflab.core.schedule import NoiseSchedule
 from difflab.data.mnist import load_mnist
 from difflab.pipeline import paths
 from difflab.pipeline.errors import run_stage
-from difflab.pipeline.params import ParamsError, load
+from difflab.pipeline.params import ParamsError, load, model_kind
 from difflab.training.loop import TrainConfig, train
 
 
@@ -23,7 +23,7 @@ def main(name: str) -> None:
     x, y = load_mnist(paths.MNIST, train=True)
     if subset:
         x, y = x[:subset], y[:subset]
-    schedule = DDPMSchedule.linear(**params["ddpm"]) if cfg.kind.endswith("_ddpm") else None
+    schedule = NoiseSchedule.linear(**params["ddpm"]) if model_kind(params, name).family == "ddpm" else None
     summary = train(name, cfg, x, y, paths.train_outputs(name), schedule)
     print(f"[{name}] done: {summary}")
 

@@ -92,10 +92,10 @@ def save_tiny_class_ddpm(path: Path) -> Path:
 def tiny_mnist_backbone(directory: Path, num_ts: int):
     """The mnist backbone on a tiny random class_ddpm saved in `directory`, on the CPU in fp32."""
     from difflab.backbones.mnist import MnistBackbone
-    from difflab.core.schedule import DDPMSchedule
+    from difflab.core.schedule import NoiseSchedule
 
     path = save_tiny_class_ddpm(directory / "class_ddpm.safetensors")
-    return MnistBackbone(path, DDPMSchedule.linear(num_ts), torch.device("cpu"), precision="fp32")
+    return MnistBackbone(path, NoiseSchedule.linear(num_ts), torch.device("cpu"), precision="fp32")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -5,16 +5,23 @@ import shutil
 import pytest
 import torch
 from diffusers import DDPMScheduler
-from part_a_fixtures import one_cpu_thread  # noqa: F401  (autouse)
-from part_a_fixtures import (STAGE1_SIZE, STAGE2_SIZE, T5_DIM, save_tiny_class_ddpm, tiny_if_repos, tiny_mnist_backbone,
-                             use_sentencepiece_tokenizer)
+from part_a_fixtures import (
+    STAGE1_SIZE,
+    STAGE2_SIZE,
+    T5_DIM,
+    one_cpu_thread,  # noqa: F401  (autouse)
+    save_tiny_class_ddpm,
+    tiny_if_repos,
+    tiny_mnist_backbone,
+    use_sentencepiece_tokenizer,
+)
 
-from difflab.part_a import loops as pa
 from difflab.backbones import embeddings as prompt_embeds
-from difflab.backbones.base import get_backbone, posterior_variance
+from difflab.backbones.base import get_backbone
 from difflab.backbones.deepfloyd import DeepFloydBackbone, DeepFloydUnavailable
 from difflab.backbones.mnist import MnistBackbone, parse_prompt
-from difflab.core.schedule import DDPMSchedule
+from difflab.core.schedule import NoiseSchedule
+from difflab.part_a import loops as pa
 
 CPU = torch.device("cpu")
 T = 30
@@ -52,21 +59,21 @@ def test_mnist_embeddings_are_one_hot_and_empty_is_unconditional(mnist):
     assert e[0].argmax() == 3 and e[0].sum() == 1 and e[1].sum() == 0 and e[2].argmax() == 9
 
 
-def test_mnist_predict_maps_diffusers_t_to_the_model_t(mnist):
+def test_mnist_predict_feeds_the_ddpm_time_input(mnist):
     x, c = torch.randn(2, 1, 28, 28), mnist.embed(["1", ""])
     eps, var = mnist.predict(x, 4, c)
     assert eps.shape == x.shape and var is None
     with torch.inference_mode():
-        expected = mnist.model(x, torch.full((2,), 5 / T), c)  # diffusers t = 4 is our t = 5 of T
+        expected = mnist.model(x, torch.full((2,), 5 / T), c)  # t = 4: the UNet sees (t + 1) / T
     torch.testing.assert_close(eps, expected)
     _, var = mnist.predict(x, 4, c, t_prev=1)
     assert var.shape == x.shape
-    torch.testing.assert_close(var[0, 0, 0, 0], posterior_variance(mnist.alphas_cumprod, 4, 1))
+    torch.testing.assert_close(var[0, 0, 0, 0], mnist.schedule.posterior_variance(4, 1, x))
 
 
 def test_mnist_schedule_is_diffusers_convention(mnist):
-    ours = mnist.alphas_cumprod
-    betas = mnist.schedule.betas[1:].double().numpy()
+    ours = mnist.schedule.alphas_cumprod
+    betas = mnist.schedule.betas.double().numpy()
     theirs = DDPMScheduler(num_train_timesteps=T, trained_betas=betas).alphas_cumprod
     assert len(ours) == T == mnist.num_train_timesteps
     torch.testing.assert_close(ours, theirs.float())
@@ -76,7 +83,7 @@ def test_cfg_is_one_batched_forward(mnist, monkeypatch):
     calls = []
     predict = mnist.predict
     monkeypatch.setattr(mnist, "predict", lambda x, *a, **k: calls.append(len(x)) or predict(x, *a, **k))
-    fn = pa.guided(mnist, mnist.embed(["3", "4"]), mnist.embed(["", ""]), 7.0)
+    fn = pa.cfg_noise(mnist, mnist.embed(["3", "4"]), mnist.embed(["", ""]), 7.0)
     x = torch.randn(2, 1, 28, 28)
     eps, var = fn(x, 10, 5)
     assert calls == [4] and eps.shape == x.shape and var.shape == x.shape
@@ -92,13 +99,13 @@ def _compare_with_scheduler(backbone, scheduler, raw_output, embeds, x, timestep
     theirs = scheduler.step(raw_output, t, x, generator=torch.Generator().manual_seed(3)).prev_sample
     eps, var = backbone.predict(x, t, embeds, t_prev)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
-    ours = pa.step(backbone, x, t, t_prev, eps, var, noise)
+    ours = backbone.schedule.step(x, t, t_prev, eps, noise, var)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
 def test_mnist_step_matches_diffusers(mnist):
     x, c = torch.randn(2, 1, 28, 28), mnist.embed(["2", "8"])
-    scheduler = DDPMScheduler(num_train_timesteps=T, trained_betas=mnist.schedule.betas[1:].double().numpy(),
+    scheduler = DDPMScheduler(num_train_timesteps=T, trained_betas=mnist.schedule.betas.double().numpy(),
                               variance_type="fixed_small", clip_sample=False, thresholding=False)
     eps, _ = mnist.predict(x, 20, c)
     _compare_with_scheduler(mnist, scheduler, eps, c, x, pa.strided_timesteps(T, 5)[1:])  # 25, 20, 15, ...
@@ -120,7 +127,7 @@ def test_mnist_backbone_refuses_another_model_kind(tmp_path):
 
     save_model(tmp_path / "m.safetensors", build_model("time_ddpm", 4), "time_ddpm")
     with pytest.raises(ValueError, match="needs the class_ddpm"):
-        MnistBackbone(tmp_path / "m.safetensors", DDPMSchedule.linear(T), CPU).predict(
+        MnistBackbone(tmp_path / "m.safetensors", NoiseSchedule.linear(T), CPU).predict(
             torch.zeros(1, 1, 28, 28), 0, torch.zeros(1, 10))
 
 
@@ -163,8 +170,9 @@ def test_deepfloyd_predicts_noise_and_learned_variance(deepfloyd):
     eps, var = deepfloyd.predict(x, 990, e, 960)
     assert var.shape == x.shape and (var > 0).all()
     # learned range: between beta_tilde and beta of the strided step
-    beta_tilde = posterior_variance(deepfloyd.alphas_cumprod, 990, 960)
-    beta = 1 - deepfloyd.alphas_cumprod[990] / deepfloyd.alphas_cumprod[960]
+    beta_tilde = deepfloyd.schedule.posterior_variance(990, 960, x)
+    abar = deepfloyd.schedule.alphas_cumprod
+    beta = 1 - abar[990] / abar[960]
     assert (var >= beta_tilde * 0.999).all() and (var <= beta * 1.001).all()
 
 
@@ -228,11 +236,11 @@ def test_ifpipeline_stage1_equals_our_iterative_cfg_loop(deepfloyd, thresholding
     with torch.inference_mode():
         theirs = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=steps,
                       guidance_scale=scale, generator=torch.Generator().manual_seed(3), output_type="pt").images
-    ours = pa.sample(deepfloyd, 1, pa.inference_timesteps(1000, steps), pa.guided(deepfloyd, cond, uncond, scale),
+    ours = pa.sample(deepfloyd, 1, pa.inference_timesteps(1000, steps), pa.cfg_noise(deepfloyd, cond, uncond, scale),
                      torch.Generator().manual_seed(3), to_clean=True,
                      clean=deepfloyd.threshold if thresholding else None)
     torch.testing.assert_close(ours, theirs.float(), rtol=1e-4, atol=1e-4)
-    other = pa.sample(deepfloyd, 1, pa.inference_timesteps(1000, steps), pa.guided(deepfloyd, cond, uncond, scale),
+    other = pa.sample(deepfloyd, 1, pa.inference_timesteps(1000, steps), pa.cfg_noise(deepfloyd, cond, uncond, scale),
                       torch.Generator().manual_seed(4), to_clean=True)
     assert (other - theirs).abs().max() > 1e-2  # the comparison can fail: another seed is another image
 
@@ -241,7 +249,7 @@ def test_ifpipeline_thresholding_changes_the_image(deepfloyd):
     """The opt-in thresholding is not a no-op on the tiny model, so the test above checks something."""
     cond, uncond = deepfloyd.embed(["a photo of a dog"]), deepfloyd.embed([""])
     ts = pa.inference_timesteps(1000, 8)
-    run = [pa.sample(deepfloyd, 1, ts, pa.guided(deepfloyd, cond, uncond, 4.0), torch.Generator().manual_seed(3),
+    run = [pa.sample(deepfloyd, 1, ts, pa.cfg_noise(deepfloyd, cond, uncond, 4.0), torch.Generator().manual_seed(3),
                      to_clean=True, clean=clean) for clean in (None, deepfloyd.threshold)]
     assert (run[0] - run[1]).abs().max() > 1e-3
 

@@ -1,4 +1,4 @@
-"""Bad inputs through the real stage entry points, as DVC runs them (`python stages/<x>.py`, cwd = a scratch repo).
+"""Bad inputs through the real stage entry points, as DVC runs them (`python -m stages.<x>`, cwd = a scratch repo).
 
 Every case in CASES either works (status 0) or stops with status 1 and one last line on stderr, `<stage>: ...`,
 that names the input and the fix, with no traceback. After every case the outputs are restored (`git checkout`,
@@ -23,9 +23,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import REPO, run, scratch_repo
+from PIL import Image
 
 TARGETS = ["part_a", "sample@time_fm", "sample@class_ddpm", "guidance_sweep", "evaluate_denoiser", "classifier"]
 TRACKED = ("data", "models", "reports", "checkpoints")
@@ -175,8 +174,8 @@ def image(name: str, data: bytes | Callable[[], bytes]) -> Callable[[Path], None
 
 
 def not_a_difflab_model() -> bytes:
-    from safetensors.torch import save
     import torch
+    from safetensors.torch import save
     return save({"weight": torch.zeros(3)})
 
 
@@ -185,7 +184,7 @@ def not_a_difflab_model() -> bytes:
 @dataclass(frozen=True)
 class Case:
     id: str
-    stage: str                         # as DVC names it: `train@class_ddpm` runs `python stages/train.py class_ddpm`
+    stage: str                         # as DVC names it: `train@class_ddpm` runs `python -m stages.train class_ddpm`
     mutate: Callable[[Path], None]
     names: str = ""                    # the last stderr line names the input ...
     fix: str = ""                      # ... and the fix

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from difflab.core import families as objectives
+from difflab.core import families
+from difflab.part_a import views
 from difflab.pipeline import params
 from difflab.sampling import samplers
-from difflab.part_a import views
 
 REPO = Path(__file__).resolve().parents[1]
 CODE_ROOTS = ("difflab", "stages")
@@ -138,7 +138,8 @@ def test_the_check_catches_a_missing_and_an_extra_dep(tmp_path):
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
     problems = dependency_problems(tmp_path)
     assert problems == ["s: imports difflab/lazy.py but does not declare it; add `- difflab/lazy.py` to its deps",
-                        "s: declares difflab/unused.py but does not import all of it; remove `- difflab/unused.py` from its deps"]
+                        "s: declares difflab/unused.py but does not import all of it; "
+                        "remove `- difflab/unused.py` from its deps"]
 
 
 def test_stage_scripts_are_all_in_the_pipeline():
@@ -150,7 +151,7 @@ def test_stage_scripts_are_all_in_the_pipeline():
 @pytest.mark.parametrize("names, implemented", [
     (params.VIEW_NAMES, lambda: set(views.VIEWS)),
     (params.DDPM_SAMPLERS + params.FLOW_SAMPLERS, lambda: set(samplers.DDPM_SAMPLERS + samplers.FLOW_SAMPLERS)),
-    (params.KINDS, lambda: set(objectives.KINDS)),
+    (params.FAMILIES, lambda: set(families.FAMILIES)),
 ])
 def test_params_choices_are_exactly_what_the_code_implements(names, implemented):
     """params.py lists the names without importing the implementations (so validating loads no model code);

@@ -4,12 +4,19 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_fake_mnist
-from difflab.evaluation import classifier as clf
+
 from difflab.data.mnist import load_mnist
-from difflab.evaluation.metrics import (Legibility, accuracy, frechet_distance, gaussian_stats, per_class_accuracy, reference,
-                             sample_scores)
+from difflab.evaluation import classifier as clf
+from difflab.evaluation.metrics import (
+    Legibility,
+    accuracy,
+    frechet_distance,
+    gaussian_stats,
+    per_class_accuracy,
+    reference,
+    sample_scores,
+)
 
 
 def random_spd(rng, d):

@@ -98,7 +98,8 @@ def test_cli_exit_codes(tmp_path):
     res = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "check", str(bad)], cwd=REPO,
                          capture_output=True, text=True)
     assert res.returncode == 1 and "models.time_fm.epochs: got -1" in res.stderr
-    ok = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "check"], cwd=REPO, capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "check"], cwd=REPO, capture_output=True,
+                        text=True)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "broken.yaml").write_text("seed: [1,\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
@@ -107,19 +108,20 @@ def test_cli_exit_codes(tmp_path):
 
 @pytest.mark.parametrize("edit, key", [
     (lambda a: a.update(i_start=34), "part_a.i_start"),
+    (lambda a: a.update(i_start=33), "part_a.i_start"),  # the last timestep: nothing left to denoise
     (lambda a: a.update(sdedit_i_starts=[1, 40]), "part_a.sdedit_i_starts"),
     (lambda a: a.update(inference_steps=[20, 301]), "part_a.inference_steps"),
 ])
 def test_part_a_steps_must_fit_the_strided_schedule(edit, key):
     """The check agrees with part_a.strided_timesteps: 34 steps for T = 300 at stride fraction 0.03."""
-    from difflab.part_a.loops import strided_timesteps, stride_for
+    from difflab.part_a.loops import stride_for, strided_timesteps
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["ddpm"]["num_ts"] = 300
     params["part_a"].update(backbone="mnist", stride_fraction=0.03)
     assert len(strided_timesteps(300, stride_for(300, 0.03))) == 34
     fine = copy.deepcopy(params)
-    fine["part_a"].update(i_start=33, sdedit_i_starts=[33], inference_steps=[300])
+    fine["part_a"].update(i_start=32, sdedit_i_starts=[32], inference_steps=[300])
     validate(fine)
     edit(params["part_a"])
     with pytest.raises(ParamsError, match=rf"^{re.escape(key)}: got .*(use|at most)"):

@@ -7,21 +7,28 @@ from pathlib import Path
 
 import pytest
 import torch
-from part_a_fixtures import one_cpu_thread  # noqa: F401  (autouse)
 from conftest import write_fake_mnist
-from part_a_fixtures import save_tiny_class_ddpm, tiny_if_repos, tiny_mnist_backbone
+from part_a_fixtures import (
+    one_cpu_thread,  # noqa: F401  (autouse)
+    save_tiny_class_ddpm,
+    tiny_if_repos,
+    tiny_mnist_backbone,
+)
 
-from difflab.part_a import loops as pa
 from difflab.backbones import embeddings as prompt_embeds
 from difflab.backbones.base import get_backbone
 from difflab.backbones.mnist import MnistBackbone
 from difflab.data.images import ImageError
-from difflab.part_a.judge import DigitScorer, Judge, hybrid_readings, score_views, summary, train_judge
-from difflab.pipeline.params import load
+from difflab.part_a import loops as pa
+from difflab.part_a import sections
 from difflab.part_a.config import PartAConfig
-from difflab.part_a.deliverables import PartA
+from difflab.part_a.filters import highpass, lowpass
 from difflab.part_a.inputs import part_a_images, user_images
-from difflab.part_a.views import FlipView, View
+from difflab.part_a.judge import DigitScorer, Judge, hybrid_readings, score_views, summary, train_judge
+from difflab.part_a.sections import PartA, sampling
+from difflab.part_a.sections.context import SEEDS, UPSAMPLE
+from difflab.part_a.views import FlipView, View, hybrid_views, three_band_views
+from difflab.pipeline.params import load
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS = REPO / "tests" / "tiny_params.yaml"
@@ -80,7 +87,7 @@ def test_strided_timesteps_match_the_course():
 
 def test_one_step_denoise_inverts_the_forward_process_given_the_true_noise(mnist):
     x0, noise = torch.rand(2, 1, 28, 28), torch.randn(2, 1, 28, 28)
-    x_t = pa.forward(mnist, x0, 15, noise)
+    x_t = mnist.schedule.forward(x0, 15, noise)
     torch.testing.assert_close(pa.one_step_denoise(mnist, x_t, 15, lambda x, t, tp: (noise, None)), x0,
                                rtol=1e-4, atol=1e-4)
 
@@ -89,10 +96,11 @@ def test_one_step_denoise_inverts_the_forward_process_given_the_true_noise(mnist
 
 def test_anagram_and_hybrid_reduce_to_cfg(mnist):
     x, c, u = torch.randn(1, 1, 28, 28), mnist.embed(["4"]), mnist.embed([""])
-    cfg_eps, cfg_var = pa.guided(mnist, c, u, 5.0)(x, 10, 8)
-    ana_eps, ana_var = pa.anagram(mnist, [View(), View()], [c, c], u, 5.0)(x, 10, 8)
-    hyb_eps, _ = pa.hybrid(mnist, c, c, u, 5.0, 15, 0.875)(x, 10, 8)
-    three_eps, three_var = pa.factorized(mnist, [c, c, c], u, 5.0, pa.three_bands((11, 1.75), (3, 0.44)))(x, 10, 8)
+    cfg_eps, cfg_var = pa.cfg_noise(mnist, c, u, 5.0)(x, 10, 8)
+    ana_eps, ana_var = pa.illusion(mnist, [View(), View()], [c, c], u, 5.0, "mean")(x, 10, 8)
+    hyb_eps, _ = pa.illusion(mnist, hybrid_views(15, 0.875), [c, c], u, 5.0, "sum")(x, 10, 8)
+    three_eps, three_var = pa.illusion(mnist, three_band_views((11, 1.75), (3, 0.44)), [c, c, c], u, 5.0,
+                                       "sum")(x, 10, 8)
     torch.testing.assert_close(three_eps, cfg_eps, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(three_var, cfg_var)
     torch.testing.assert_close(ana_eps, cfg_eps)
@@ -102,10 +110,37 @@ def test_anagram_and_hybrid_reduce_to_cfg(mnist):
 
 def test_anagram_averages_the_flipped_estimate(mnist):
     x, c1, c2, u = torch.randn(1, 1, 28, 28), mnist.embed(["7"]), mnist.embed(["1"]), mnist.embed([""])
-    eps, _ = pa.anagram(mnist, [View(), FlipView()], [c1, c2], u, 3.0)(x, 10, None)
-    e1, _ = pa.guided(mnist, c1, u, 3.0)(x, 10, None)
-    e2, _ = pa.guided(mnist, c2, u, 3.0)(x.flip(-2), 10, None)
+    eps, _ = pa.illusion(mnist, [View(), FlipView()], [c1, c2], u, 3.0, "mean")(x, 10, None)
+    e1, _ = pa.cfg_noise(mnist, c1, u, 3.0)(x, 10, None)
+    e2, _ = pa.cfg_noise(mnist, c2, u, 3.0)(x.flip(-2), 10, None)
     torch.testing.assert_close(eps, (e1 + e2.flip(-2)) / 2)
+
+
+def test_hybrid_sums_the_low_pass_of_one_estimate_and_the_high_pass_of_the_other(mnist):
+    """Band views feed x_t itself to every prompt (view is the identity) and filter the estimates."""
+    x, c1, c2, u = torch.randn(1, 1, 28, 28), mnist.embed(["0"]), mnist.embed(["8"]), mnist.embed([""])
+    eps, _ = pa.illusion(mnist, hybrid_views(7, 1.0), [c1, c2], u, 3.0, "sum")(x, 10, None)
+    e1, _ = pa.cfg_noise(mnist, c1, u, 3.0)(x, 10, None)
+    e2, _ = pa.cfg_noise(mnist, c2, u, 3.0)(x, 10, None)
+    torch.testing.assert_close(eps, lowpass(e1, 7, 1.0) + highpass(e2, 7, 1.0))
+    with pytest.raises(ValueError, match="reduction must be one of mean, sum"):
+        pa.illusion(mnist, hybrid_views(7, 1.0), [c1, c2], u, 3.0, "max")
+
+
+def test_every_section_draws_its_own_noise():
+    """No two sections (nor a section's second-stage upsampling, + UPSAMPLE) share a seed with params.yaml's lists."""
+    params = load(REPO / "params.yaml")
+    for backbone in ("mnist", "deepfloyd"):
+        params["part_a"]["backbone"] = backbone
+        cfg = PartAConfig.from_params(params)
+        ranges = {"A.0 samples": len(cfg.inference_steps), "A.1.8 anagrams": len(cfg.prompts.anagrams),
+                  "A.1.8 pair matrix": len(cfg.pair_views), "A.1.9 hybrids": len(cfg.prompts.hybrids),
+                  "A.1.9 sigma sweep": len(cfg.sweep_sigmas), "A.1.9 three band": len(cfg.prompts.three_band)}
+        upsampled = {"A.0 samples", "A.1.5 sampling", "A.1.6 cfg", "A.1.8 anagrams", "A.1.9 hybrids",
+                     "A.1.9 three band"}
+        seeds = [SEEDS[s] + k + extra for s in SEEDS for k in range(ranges.get(s, 1))
+                 for extra in ((0, UPSAMPLE) if s in upsampled else (0,))]
+        assert len(seeds) == len(set(seeds)), backbone
 
 
 def test_inpainting_keeps_the_known_region(mnist):
@@ -125,7 +160,7 @@ def test_sdedit_distance_to_the_input_grows_as_i_start_decreases(mnist):
     unconditional prompt (MNIST's generic prompt) nothing pulls the edit toward the input's digit."""
     x0 = torch.rand(16, 1, 28, 28)
     ts = pa.strided_timesteps(T, 2)  # 18, 16, ..., 0
-    uncond = pa.guided(mnist, mnist.embed([""] * 16), mnist.embed([""] * 16), 7.0)
+    uncond = pa.cfg_noise(mnist, mnist.embed([""] * 16), mnist.embed([""] * 16), 7.0)
     distance = [(pa.sdedit(mnist, x0, ts, i, uncond, torch.Generator().manual_seed(0)) - x0).square().mean().item()
                 for i in (8, 6, 3, 0)]
     assert distance == sorted(distance) and distance[-1] > 4 * distance[0]
@@ -152,11 +187,11 @@ def test_thresholding_param_applies_the_backbones_x0_processing_in_a0_only(mnist
     table = prompt_embeds.embed_all(mnist, cfg.prompts.all())
     run = PartA(mnist, table, dataclasses.replace(cfg, thresholding=True), None, tmp_path)
     run.out.mkdir(exist_ok=True)
-    run.samples()
+    sampling.from_prompts(run)
     steps = sum(cfg.inference_steps)  # every step of every A.0 run, the final step to the clean image included
     assert len(calls) == steps
     calls.clear()
-    run.sampling()  # A.1.5 follows the course's plain DDPM step
+    sampling.without_guidance(run)  # A.1.5 follows the course's plain DDPM step
     assert calls == []
 
 
@@ -171,8 +206,8 @@ def test_sdedit_rejects_an_i_start_past_the_schedule(mnist):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """Font-rendered digits (2000 to train a small classifier for a few seconds, 600 held out) and the classifier."""
-    from difflab.evaluation.classifier import ClassifierConfig, train_classifier
     from difflab.data.mnist import load_mnist
+    from difflab.evaluation.classifier import ClassifierConfig, train_classifier
 
     root = write_fake_mnist(tmp_path_factory.mktemp("digits") / "MNIST" / "raw", 2000, 600, seed=1).parents[1]
     (x, y), (xt, yt) = load_mnist(root, True), load_mnist(root, False)
@@ -376,7 +411,7 @@ def test_part_a_runs_every_deliverable_on_tiny_deepfloyd(tmp_path):
     cfg = PartAConfig.from_params(params)
     table = prompt_embeds.embed_all(backbone, cfg.prompts.all())
     images = part_a_images(params, "unused", tmp_path / "no-images", backbone.image_size)
-    metrics = PartA(backbone, table, cfg, images, tmp_path / "out").run()
+    metrics = sections.run(PartA(backbone, table, cfg, images, tmp_path / "out"))
     _check_outputs(tmp_path / "out", metrics)
     assert "anagrams" not in metrics and "hybrid_sweep" not in metrics  # no classifier judges photos
 
@@ -387,7 +422,7 @@ def test_part_a_scores_illusions_beside_them(mnist, judge, tmp_path):
     table = prompt_embeds.embed_all(mnist, cfg.prompts.all())
     mnist_root = write_fake_mnist(tmp_path / "mnist" / "MNIST" / "raw", 30, 30).parents[1]
     images = part_a_images(params, mnist_root, tmp_path / "none", 28)
-    metrics = PartA(mnist, table, cfg, images, tmp_path / "out", judge).run()
+    metrics = sections.run(PartA(mnist, table, cfg, images, tmp_path / "out", judge))
     score = metrics["anagrams"]["flip_7_1"]
     assert 0 <= score["success"] <= 1 and set(score["alignment"]) == {"q10", "q50", "q90"}
     assert score["success"] == 0  # a random tiny UNet draws no digit, and the scorer says so

@@ -12,8 +12,8 @@ import re
 
 import pytest
 import yaml
-
 from conftest import run, scratch_repo
+
 from difflab.pipeline.params import TRACE_ENV
 
 RAN = re.compile(r"Running stage '([^']+)'")
@@ -68,7 +68,8 @@ def test_every_stage_declares_exactly_the_params_it_reads(pipeline):
     problems = []
     for name, stage in lock.items():
         declared = set(stage.get("params", {}).get("params.yaml", {}))
-        script = stage["cmd"].removeprefix("python ")
+        module, *args = stage["cmd"].removeprefix("python -m ").split()
+        script = " ".join([module.replace(".", "/") + ".py", *args])  # params.load records the module's file
         assert script in reads, f"{name} ({script}) recorded no params reads; does it call difflab.params.load()?"
         read = reads[script]
         problems += [f"{name}: reads {k} but does not declare it" for k in sorted(read)

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
-from difflab.core import families as objectives
+from difflab.core import families
+from difflab.core.schedule import NoiseSchedule, flow_interpolate
+from difflab.core.unet import one_hot
 from difflab.pipeline.params import ParamsError, validate
 from difflab.pipeline.paths import Outputs
 from difflab.pipeline.runtime import autocast, generator, seed_everything
-from difflab.core.schedule import DDPMSchedule, flow_interpolate
 from difflab.training.loop import EMA, TrainConfig, _step, train, warmup_factor
-from difflab.core.unet import one_hot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_training_with_ema_saves_the_average_of_the_weights_it_stepped_through(t
           on_step=lambda step, model: seen.append({k: v.detach().clone() for k, v in model.state_dict().items()}))
     assert len(seen) == 2 * 3
     seed_everything(0)
-    init = objectives.build_model("time_fm", 4).state_dict()
+    init = families.build_model("time_fm", 4).state_dict()
     expected = {k: v.clone() for k, v in init.items()}
     for k, state in enumerate(seen):
         d = min(0.9, (1 + k) / (10 + k))
@@ -103,7 +103,7 @@ def test_interrupted_ema_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     ref = outputs(tmp_path, "ref")
     train("m", config, x, y, ref)
     run = outputs(tmp_path, "run")
-    real_loss, calls = objectives.loss, {"n": 0}
+    real_loss, calls = families.Family.loss, {"n": 0}
 
     def dies_in_epoch_3(*args, **kw):
         calls["n"] += 1
@@ -111,10 +111,10 @@ def test_interrupted_ema_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_loss(*args, **kw)
 
-    monkeypatch.setattr(objectives, "loss", dies_in_epoch_3)
+    monkeypatch.setattr(families.Family, "loss", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train("m", config, x, y, run)
-    monkeypatch.setattr(objectives, "loss", real_loss)
+    monkeypatch.setattr(families.Family, "loss", real_loss)
     train("m", config, x, y, run)
     assert sha(run.model) == sha(ref.model)
 
@@ -139,7 +139,7 @@ def test_first_adam_step_of_training_moves_weights_by_the_warmed_up_lr(tmp_path,
     """Adam's first step moves each weight by about lr * sign(grad); with warm-up over 4 steps, by lr / 4."""
     x, y = tiny_data()
     seed_everything(0)
-    init = {k: v.clone() for k, v in objectives.build_model("time_fm", 4).named_parameters()}
+    init = {k: v.clone() for k, v in families.build_model("time_fm", 4).named_parameters()}
     first = {}
 
     def grab(step, model):
@@ -155,15 +155,15 @@ def test_first_adam_step_of_training_moves_weights_by_the_warmed_up_lr(tmp_path,
 
 def test_logit_normal_times_have_the_right_median_and_spread():
     gen = torch.Generator().manual_seed(0)
-    t = objectives.sample_flow_t(200_000, gen, torch.device("cpu"), "logit_normal", 0.5, 1.5)
+    t = families.sample_flow_t(200_000, gen, torch.device("cpu"), "logit_normal", 0.5, 1.5)
     assert ((t > 0) & (t < 1)).all()
     logit = torch.log(t / (1 - t))
     assert logit.median().item() == pytest.approx(0.5, abs=0.02)
     assert logit.std().item() == pytest.approx(1.5, abs=0.02)
     assert t.median().item() == pytest.approx(1 / (1 + math.exp(-0.5)), abs=0.005)
-    u = objectives.sample_flow_t(200_000, gen, torch.device("cpu"))
+    u = families.sample_flow_t(200_000, gen, torch.device("cpu"))
     assert ((u - 0.5).abs() > 0.4).float().mean().item() == pytest.approx(0.2, abs=0.01)  # uniform: 20% in the ends
-    standard = objectives.sample_flow_t(200_000, gen, torch.device("cpu"), "logit_normal", 0.0, 1.0)
+    standard = families.sample_flow_t(200_000, gen, torch.device("cpu"), "logit_normal", 0.0, 1.0)
     ends = 2 * (1 - 0.5 * (1 + math.erf(math.log(9) / math.sqrt(2))))  # P(|logit t| > ln 9) = 2.8%
     assert ((standard - 0.5).abs() > 0.4).float().mean().item() == pytest.approx(ends, abs=0.002)
 
@@ -176,43 +176,43 @@ def test_flow_loss_trains_on_the_sampled_times():
         seen["t"] = t
         return torch.zeros_like(xt)
 
-    objectives.loss("time_fm", model, x, y, torch.Generator().manual_seed(3), t_sampling="logit_normal",
-                    t_logit_mean=-1.0, t_logit_std=0.5)
+    families.make_family("time_fm", t_sampling="logit_normal", t_logit_mean=-1.0, t_logit_std=0.5).loss(
+        model, x, y, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
     assert torch.equal(seen["t"], torch.sigmoid(-1.0 + 0.5 * torch.randn(8, generator=g)))
-    objectives.loss("time_fm", model, x, y, torch.Generator().manual_seed(3))
+    families.make_family("time_fm").loss(model, x, y, torch.Generator().manual_seed(3))
     assert torch.equal(seen["t"], torch.rand(8, generator=torch.Generator().manual_seed(3)))
 
 
 # ---------------------------------------------------------------- min-SNR-gamma
 
 def test_min_snr_weights_are_min_snr_gamma_over_snr():
-    s = DDPMSchedule.linear(300)
-    t = torch.tensor([1, 10, 50, 100, 200, 300])
+    s = NoiseSchedule.linear(300)
+    t = torch.tensor([0, 9, 49, 99, 199, 299])
     abar = s.alphas_cumprod[t].double()
     snr = abar / (1 - abar)
-    w = objectives.min_snr_weight(s, t, 5.0)
+    w = families.min_snr_weight(s, t, 5.0)
     assert torch.allclose(w.double(), torch.minimum(snr, torch.tensor(5.0, dtype=torch.float64)) / snr, rtol=1e-6)
-    assert w[0] < 1e-3 and w[-1] == 1.0     # t = 1 (SNR ~ 1e4) is capped; t = T (SNR < 5) keeps weight 1
+    assert w[0] < 1e-3 and w[-1] == 1.0     # t = 0 (SNR ~ 1e4) is capped; t = T - 1 (SNR < 5) keeps weight 1
 
 
 def test_ddpm_loss_with_min_snr_is_the_weighted_mean_of_per_image_errors():
     x, y = tiny_data(8)
-    s = DDPMSchedule.linear(300)
+    s = NoiseSchedule.linear(300)
 
     def zero_model(xt, t, c):
         return torch.zeros_like(xt)
 
-    value = objectives.loss("time_ddpm", zero_model, x, y, torch.Generator().manual_seed(5), schedule=s,
-                            min_snr_gamma=5.0)
+    value = families.make_family("time_ddpm", s, min_snr_gamma=5.0).loss(zero_model, x, y,
+                                                                           torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
-    t = torch.randint(1, 301, (8,), generator=g)
+    t = torch.randint(0, 300, (8,), generator=g)
     eps = torch.randn(x.shape, generator=g)
     abar = s.alphas_cumprod[t].double()
     snr = abar / (1 - abar)
     weights = (snr.clamp(max=5.0) / snr).float()
     assert value.item() == pytest.approx((weights * eps.pow(2).flatten(1).mean(1)).mean().item(), rel=1e-5)
-    plain = objectives.loss("time_ddpm", zero_model, x, y, torch.Generator().manual_seed(5), schedule=s)
+    plain = families.make_family("time_ddpm", s).loss(zero_model, x, y, torch.Generator().manual_seed(5))
     assert plain.item() == pytest.approx(eps.pow(2).mean().item(), rel=1e-5) and value < 0.9 * plain
 
 
@@ -223,14 +223,14 @@ def test_defaults_train_exactly_the_spec_loop(tmp_path, kind):
     """With every option off, the weights equal a plain Adam loop over the spec's loss (written out here), bit for
     bit: the options add nothing to the default path."""
     x, y = tiny_data()
-    s = DDPMSchedule.linear(20) if kind.endswith("_ddpm") else None
+    s = NoiseSchedule.linear(20) if kind.endswith("_ddpm") else None
     config = cfg(kind=kind, epochs=1, lr_decay=False, snapshots=[], precision="auto")
     out = outputs(tmp_path, "default")
     train("m", config, x, y, out, s)
 
     device = torch.device("cpu")
     seed_everything(0)
-    model = objectives.build_model(kind, 4)
+    model = families.build_model(kind, 4)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     gen = generator(device, 0)
     model.train()
@@ -241,9 +241,9 @@ def test_defaults_train_exactly_the_spec_loop(tmp_path, kind):
         with autocast(device, "auto"):
             c = one_hot(yb, torch.rand(n, generator=gen) < 0.1) if kind.startswith("class_") else None
             if kind.endswith("_ddpm"):
-                t = torch.randint(1, s.num_ts + 1, (n,), generator=gen)
+                t = torch.randint(0, s.num_ts, (n,), generator=gen)
                 eps = torch.randn(xb.shape, generator=gen)
-                value = F.mse_loss(model(s.forward(xb, t, eps), t / s.num_ts, c), eps)
+                value = F.mse_loss(model(s.forward(xb, t, eps), (t + 1) / s.num_ts, c), eps)
             else:
                 t = torch.rand(n, generator=gen)
                 noise = torch.randn(xb.shape, generator=gen)

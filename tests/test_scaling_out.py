@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import run, scratch_repo
 
 RAN = re.compile(r"Running stage '([^']+)'")

@@ -4,12 +4,12 @@ import hashlib
 import pytest
 import torch
 
-from difflab.core import families as objectives
-from difflab.core.schedule import DDPMSchedule
+from difflab.core import families
+from difflab.core.schedule import NoiseSchedule
+from difflab.core.weights import load_model
+from difflab.figures.training_log import read_curve
 from difflab.pipeline.paths import Outputs
 from difflab.training.loop import TrainConfig, TrainingDiverged, train
-from difflab.figures.training_log import read_curve
-from difflab.core.weights import load_model
 
 
 def tiny_data(n=64):
@@ -49,7 +49,7 @@ def test_denoiser_learns(tmp_path):
 
 def test_same_seed_same_bytes_different_seed_different_bytes(tmp_path):
     x, y = tiny_data()
-    s = DDPMSchedule.linear(20)
+    s = NoiseSchedule.linear(20)
     a, b, c = outputs(tmp_path, "a"), outputs(tmp_path, "b"), outputs(tmp_path, "c")
     train("m", cfg(), x, y, a, s)
     train("m", cfg(), x, y, b, s)
@@ -61,11 +61,11 @@ def test_same_seed_same_bytes_different_seed_different_bytes(tmp_path):
 
 def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     x, y = tiny_data()
-    s = DDPMSchedule.linear(20)
+    s = NoiseSchedule.linear(20)
     ref = outputs(tmp_path, "ref")
     train("m", cfg(kind="class_fm"), x, y, ref)
     run = outputs(tmp_path, "run")
-    real_loss, calls = objectives.loss, {"n": 0}
+    real_loss, calls = families.Family.loss, {"n": 0}
 
     def dies_in_epoch_3(*args, **kw):
         calls["n"] += 1
@@ -73,11 +73,11 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_loss(*args, **kw)
 
-    monkeypatch.setattr(objectives, "loss", dies_in_epoch_3)
+    monkeypatch.setattr(families.Family, "loss", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train("m", cfg(kind="class_fm"), x, y, run)
     assert (run.checkpoint / "last.pt").is_file() and not run.model.exists()
-    monkeypatch.setattr(objectives, "loss", real_loss)
+    monkeypatch.setattr(families.Family, "loss", real_loss)
     train("m", cfg(kind="class_fm"), x, y, run)
     assert sha(run.model) == sha(ref.model)
     assert read_curve(run.live) == read_curve(ref.live)
@@ -87,7 +87,7 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
 
 def interrupt_in_epoch_2(monkeypatch, name, config, x, y, out, schedule=None):
     """Run until a checkpoint of epoch 1 exists, then interrupt mid-way through epoch 2 (as Ctrl-C would)."""
-    real_loss, calls = objectives.loss, {"n": 0}
+    real_loss, calls = families.Family.loss, {"n": 0}
     per_epoch = -(-len(x) // config.batch_size)
 
     def dies_in_epoch_2(*args, **kw):
@@ -96,10 +96,10 @@ def interrupt_in_epoch_2(monkeypatch, name, config, x, y, out, schedule=None):
             raise KeyboardInterrupt
         return real_loss(*args, **kw)
 
-    monkeypatch.setattr(objectives, "loss", dies_in_epoch_2)
+    monkeypatch.setattr(families.Family, "loss", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(name, config, x, y, out, schedule)
-    monkeypatch.setattr(objectives, "loss", real_loss)
+    monkeypatch.setattr(families.Family, "loss", real_loss)
     assert (out.checkpoint / "last.pt").is_file() and not out.model.exists()
 
 
@@ -114,7 +114,7 @@ def test_resume_refuses_a_checkpoint_of_a_changed_run(tmp_path, monkeypatch, cap
     from difflab.training import loop as train_module
 
     x, y = tiny_data()
-    schedule = DDPMSchedule.linear(20)
+    schedule = NoiseSchedule.linear(20)
     base = cfg(kind="time_ddpm", epochs=2, snapshots=[], precision="auto")
     run = outputs(tmp_path, "run")
     interrupt_in_epoch_2(monkeypatch, "m", base, x, y, run, schedule)
@@ -125,7 +125,7 @@ def test_resume_refuses_a_checkpoint_of_a_changed_run(tmp_path, monkeypatch, cap
     elif change == "data":
         x2 = x[:48]
     elif change == "schedule":
-        schedule2 = DDPMSchedule.linear(20, beta2=0.03)
+        schedule2 = NoiseSchedule.linear(20, beta2=0.03)
     elif change == "precision":  # the same `precision: auto` resolving differently, as on another machine
         from difflab.pipeline import runtime
         other = not runtime.bf16_supported(torch.device("cpu"))

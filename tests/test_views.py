@@ -1,12 +1,21 @@
-"""Anagram views are exact inverses that keep Gaussian noise Gaussian; low + high pass is the identity."""
+"""Anagram views are exact inverses that keep Gaussian noise Gaussian; band views (hybrids) are not invertible by
+design: they keep x_t and project the estimate, and the bands of an illusion sum to the identity."""
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from difflab.part_a.filters import highpass, lowpass, scaled_kernel
+from difflab.part_a.views import (
+    VIEWS,
+    JigsawView,
+    PatchPermuteView,
+    get_view,
+    hybrid_views,
+    is_permutation,
+    three_band_views,
+)
 from difflab.pipeline.params import VIEW_NAMES
-from difflab.part_a.views import VIEWS, JigsawView, PatchPermuteView, get_view, is_permutation
 
 PERMUTATIONS = [name for name in VIEWS if is_permutation(get_view(name))]
 
@@ -119,6 +128,16 @@ def test_bad_views_say_what_is_allowed():
 @given(x=images(), kernel=st.sampled_from([1, 3, 5, 7]), sigma=st.floats(0.3, 3.0))
 def test_lowpass_plus_highpass_is_identity(x, kernel, sigma):
     torch.testing.assert_close(lowpass(x, kernel, sigma) + highpass(x, kernel, sigma), x, rtol=0, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(x=images(), sigmas=st.tuples(st.floats(1.0, 3.0), st.floats(0.3, 0.9)))
+def test_band_views_keep_x_and_their_projections_sum_to_the_estimate(x, sigmas):
+    low, high = (7, sigmas[0]), (3, sigmas[1])  # reflect padding below the smallest side, 4 px
+    for views in (hybrid_views(*low), three_band_views(low, high)):
+        assert all(v.view(x) is x for v in views)
+        torch.testing.assert_close(sum(v.inverse_view(x) for v in views), x, rtol=0, atol=1e-5)
+    assert not {v.name for v in three_band_views(low, high)} & (set(VIEWS) | set(VIEW_NAMES))  # built in code
 
 
 def test_filters_scale_with_the_image():

@@ -1,1 +1,2 @@
-"""Part A's pretrained models behind one interface (base.Backbone): the MNIST class-conditioned DDPM and DeepFloyd IF; the prompts a run embeds and the embedding table."""
+"""Part A's pretrained models behind one interface (base.Backbone): the MNIST class-conditioned DDPM and
+DeepFloyd IF; the prompts a run embeds and their embedding table."""

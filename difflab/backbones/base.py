@@ -1,7 +1,7 @@
 """The Backbone interface that Part A's sampling loops are written against, and `get_backbone` to build one.
 
-A backbone is a pretrained, prompt-conditioned eps-prediction diffusion model in diffusers' timestep
-convention: t = 0..T-1 with x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, abar_t = alphas_cumprod[t].
+A backbone is a pretrained, prompt-conditioned eps-prediction diffusion model with a `NoiseSchedule`
+(difflab.core.schedule: diffusers' timesteps t = 0..T-1, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps).
 Classifier-free guidance is not the backbone's job: the loops stack cond and uncond embeddings in one batch.
 """
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
+
+from difflab.core.schedule import NoiseSchedule
 
 BACKBONES = ("mnist", "deepfloyd")
 
@@ -22,8 +24,8 @@ class Backbone(ABC):
 
     @property
     @abstractmethod
-    def alphas_cumprod(self) -> torch.Tensor:
-        """abar_t for t = 0..T-1 as a float32 CPU tensor."""
+    def schedule(self) -> NoiseSchedule:
+        """The noise schedule the model was trained with."""
 
     @property
     @abstractmethod
@@ -32,7 +34,7 @@ class Backbone(ABC):
 
     @property
     def num_train_timesteps(self) -> int:
-        return len(self.alphas_cumprod)
+        return self.schedule.num_ts
 
     @abstractmethod
     def embed(self, prompts: list[str]) -> torch.Tensor:
@@ -63,14 +65,6 @@ class Backbone(ABC):
         return images01
 
 
-def posterior_variance(alphas_cumprod: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
-    """beta_tilde of the step t -> t_prev: (1 - abar_prev) / (1 - abar_t) * beta, with beta = 1 - abar_t / abar_prev
-    (DDPM eq. 7, for a strided schedule)."""
-    abar_t = alphas_cumprod[t]
-    abar_prev = alphas_cumprod[t_prev] if t_prev >= 0 else torch.tensor(1.0)
-    return (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
-
-
 def get_backbone(name: str, params: dict, *, allow_cpu: bool = False) -> Backbone:
     """The backbone `name` configured from validated params (ddpm, device, precision, part_a); models load lazily."""
     from difflab.pipeline import paths
@@ -79,9 +73,8 @@ def get_backbone(name: str, params: dict, *, allow_cpu: bool = False) -> Backbon
     device = resolve_device(params["device"])
     if name == "mnist":
         from difflab.backbones.mnist import MnistBackbone
-        from difflab.core.schedule import DDPMSchedule
 
-        return MnistBackbone(paths.model_file("class_ddpm"), DDPMSchedule.linear(**params["ddpm"]), device,
+        return MnistBackbone(paths.model_file("class_ddpm"), NoiseSchedule.linear(**params["ddpm"]), device,
                              params["precision"])
     if name == "deepfloyd":
         from difflab.backbones.deepfloyd import DeepFloydBackbone

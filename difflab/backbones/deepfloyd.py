@@ -8,6 +8,7 @@ from functools import cached_property
 import torch
 
 from difflab.backbones.base import Backbone
+from difflab.core.schedule import NoiseSchedule
 from difflab.pipeline.errors import DifflabError
 
 MAX_PROMPT_TOKENS = 77  # IF's encode_prompt pads and truncates every prompt to 77 T5 tokens
@@ -66,9 +67,9 @@ class DeepFloydBackbone(Backbone):
     def stage2(self):
         return self._pipeline(self.stage2_id)
 
-    @property
-    def alphas_cumprod(self) -> torch.Tensor:
-        return self.stage1.scheduler.alphas_cumprod.float().cpu()
+    @cached_property
+    def schedule(self) -> NoiseSchedule:
+        return NoiseSchedule.from_alphas_cumprod(self.stage1.scheduler.alphas_cumprod)
 
     @property
     def image_size(self) -> int:

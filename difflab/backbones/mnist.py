@@ -6,13 +6,15 @@ from pathlib import Path
 
 import torch
 
-from difflab.backbones.base import Backbone, posterior_variance
-from difflab.pipeline.errors import CorruptFileError
-from difflab.pipeline.digit_prompts import parse_prompt
-from difflab.pipeline.runtime import autocast
-from difflab.core.schedule import DDPMSchedule
+from difflab.backbones.base import Backbone
+from difflab.core.families import DDPM
+from difflab.core.schedule import NoiseSchedule
 from difflab.core.unet import NUM_CLASSES, UNet
 from difflab.core.weights import load_model
+from difflab.pipeline.digit_prompts import parse_prompt
+from difflab.pipeline.errors import CorruptFileError
+from difflab.pipeline.runtime import autocast
+
 
 class MnistBackbone(Backbone):
     """28x28 grayscale digits in [0, 1] (the model was trained on [0, 1] data, so encode/decode only clip)."""
@@ -20,9 +22,10 @@ class MnistBackbone(Backbone):
     name = "mnist"
     channels = 1
 
-    def __init__(self, model_path: str | Path, schedule: DDPMSchedule, device: torch.device,
+    def __init__(self, model_path: str | Path, schedule: NoiseSchedule, device: torch.device,
                  precision: str = "auto"):
-        self.model_path, self.schedule, self.device, self.precision = Path(model_path), schedule, device, precision
+        self.model_path, self.device, self.precision = Path(model_path), device, precision
+        self.family = DDPM("class_ddpm", schedule)
 
     @cached_property
     def model(self) -> UNet:
@@ -33,9 +36,8 @@ class MnistBackbone(Backbone):
         return model
 
     @property
-    def alphas_cumprod(self) -> torch.Tensor:
-        # our schedule keeps abar_0 = 1 for the clean image; its tail is diffusers' t = 0..T-1
-        return self.schedule.alphas_cumprod[1:]
+    def schedule(self) -> NoiseSchedule:
+        return self.family.schedule
 
     @property
     def image_size(self) -> int:
@@ -52,14 +54,12 @@ class MnistBackbone(Backbone):
 
     def predict(self, x_t: torch.Tensor, t: int, embeds: torch.Tensor,
                 t_prev: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        T = self.num_train_timesteps
-        # diffusers' t is our t + 1 (our t = 0 is the clean image); the UNet takes t / T
-        tt = torch.full((len(x_t),), (t + 1) / T, device=self.device)
+        tt = self.family.time_input(torch.full((len(x_t),), t, device=self.device))
         with torch.inference_mode(), autocast(self.device, self.precision):
             eps = self.model(x_t.to(self.device), tt, embeds.to(self.device)).float()
         if t_prev is None:
             return eps, None
-        return eps, posterior_variance(self.alphas_cumprod, t, t_prev).to(eps).expand_as(eps)
+        return eps, self.schedule.posterior_variance(t, t_prev, eps).expand_as(eps)
 
     def encode(self, images01: torch.Tensor) -> torch.Tensor:
         return images01

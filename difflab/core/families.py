@@ -1,29 +1,113 @@
-"""Training objectives for every Part B model kind, and the UNet each kind uses."""
+"""The Part B model families, each one small unit: what it trains the UNet to predict (its loss), the time input it
+feeds the UNet, and how a time-only UNet takes that time (its conditioning rule). Class conditioning is shared: a
+one-hot class vector, dropped to zeros with probability p_uncond for classifier-free guidance, enters as c * h + t.
+
+`make_family(kind, ...)` builds the family of a params kind; `build_model(kind, hidden)` its UNet. Sampling a family
+lives in difflab.sampling (keyed by family), so that a sampler edit never invalidates twelve minutes of training.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from difflab.pipeline.params import KINDS, T_SAMPLINGS
-from difflab.core.schedule import DDPMSchedule, flow_interpolate
+from difflab.core.schedule import NoiseSchedule, flow_interpolate
 from difflab.core.unet import UNet, one_hot
+from difflab.pipeline.params import T_SAMPLINGS, Kind
 
 
-def is_generative(kind: str) -> bool:
-    return kind.endswith(("_ddpm", "_fm"))
+class Family:
+    """What every family shares: the kind, the UNet it trains and the class dropout for CFG."""
+
+    modulation = "add"  # how a time-only UNet takes its time embedding: h + t (the DDPM page) or h * t (flow page)
+
+    def __init__(self, kind: Kind | str, p_uncond: float = 0.1):
+        self.kind, self.p_uncond = Kind.parse(kind), p_uncond
+
+    def build(self, hidden: int) -> UNet:
+        return build_model(self.kind, hidden)
+
+    def loss(self, model: UNet, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Mean-squared loss of one batch; randomness comes only from `gen` (class dropout first), so runs repeat."""
+        c = None
+        if self.kind.class_conditional:
+            c = one_hot(y, torch.rand(len(x), generator=gen, device=x.device) < self.p_uncond)
+        return self._loss(model, x, c, gen)
+
+    def _loss(self, model: UNet, x: torch.Tensor, c: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
 
 
-def is_class_conditional(kind: str) -> bool:
-    return kind.startswith("class_")
+def _randn_like(a: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(a.shape, generator=gen, device=a.device, dtype=a.dtype)
 
 
-def build_model(kind: str, hidden: int) -> UNet:
-    """The spec's UNet for a kind: unconditional denoisers; time-only DDPM adds (h + t), time-only flow multiplies
-    (h * t); class-conditioned models of both families take c * h + t."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
-    conditioning = "class" if is_class_conditional(kind) else "time" if is_generative(kind) else "none"
-    return UNet(hidden, conditioning, modulation="mul" if kind.endswith("_fm") else "add")
+class Denoiser(Family):
+    """The single-step denoiser (B.1): z = x + sigma eps, predict x."""
+
+    def __init__(self, kind: Kind | str, p_uncond: float = 0.1, sigma: float = 0.5):
+        super().__init__(kind, p_uncond)
+        self.sigma = sigma
+
+    def _loss(self, model, x, c, gen):
+        return F.mse_loss(model(x + self.sigma * _randn_like(x, gen)), x)
+
+
+class PureNoise(Family):
+    """Denoising pure noise (B.1.2.3): z = eps, predict x; under an MSE loss it learns the mean image."""
+
+    def _loss(self, model, x, c, gen):
+        return F.mse_loss(model(_randn_like(x, gen)), x)
+
+
+class DDPM(Family):
+    """Epsilon prediction (B.2): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps with t ~ U{0..T-1}, predict eps.
+    The UNet sees t as (t + 1) / T, in (0, 1]. With min_snr_gamma > 0 each image's loss is weighted by
+    `min_snr_weight`."""
+
+    def __init__(self, kind: Kind | str, schedule: NoiseSchedule, p_uncond: float = 0.1, min_snr_gamma: float = 0.0):
+        super().__init__(kind, p_uncond)
+        self.schedule, self.min_snr_gamma = schedule, min_snr_gamma
+
+    def time_input(self, t: torch.Tensor) -> torch.Tensor:
+        return (t + 1) / self.schedule.num_ts
+
+    def _loss(self, model, x, c, gen):
+        t = torch.randint(0, self.schedule.num_ts, (len(x),), generator=gen, device=x.device)
+        eps = _randn_like(x, gen)
+        pred = model(self.schedule.forward(x, t, eps), self.time_input(t), c)
+        if self.min_snr_gamma > 0:
+            per_image = (pred.float() - eps.float()).pow(2).flatten(1).mean(1)
+            return (min_snr_weight(self.schedule, t, self.min_snr_gamma) * per_image).mean()
+        return F.mse_loss(pred, eps)
+
+
+def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weight for epsilon-prediction (Hang et al. 2023): min(SNR_t, gamma) / SNR_t with
+    SNR_t = abar_t / (1 - abar_t); it caps how much the nearly clean timesteps count."""
+    abar = schedule.alphas_cumprod.to(t.device)[t].double()
+    snr = abar / (1 - abar)
+    return (snr.clamp(max=gamma) / snr).float()
+
+
+class FlowMatching(Family):
+    """Flow matching (the flow page): x_t = (1 - t) x0 + t x1 from noise x0 to data x1, predict the velocity
+    x1 - x0; t ~ U[0, 1] (the spec's) or logit-normal (`sample_flow_t`). The UNet sees t itself; a time-only UNet
+    multiplies by it."""
+
+    modulation = "mul"
+
+    def __init__(self, kind: Kind | str, p_uncond: float = 0.1, t_sampling: str = "uniform",
+                 t_logit_mean: float = 0.0, t_logit_std: float = 1.0):
+        super().__init__(kind, p_uncond)
+        self.t_sampling, self.t_logit_mean, self.t_logit_std = t_sampling, t_logit_mean, t_logit_std
+
+    def time_input(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def _loss(self, model, x, c, gen):
+        t = sample_flow_t(len(x), gen, x.device, self.t_sampling, self.t_logit_mean, self.t_logit_std)
+        noise = _randn_like(x, gen)
+        return F.mse_loss(model(flow_interpolate(noise, x, t), self.time_input(t), c), x - noise)
 
 
 def sample_flow_t(n: int, gen: torch.Generator, device: torch.device, sampling: str = "uniform",
@@ -38,45 +122,29 @@ def sample_flow_t(n: int, gen: torch.Generator, device: torch.device, sampling: 
     raise ValueError(f"unknown t sampling {sampling!r}; expected one of {T_SAMPLINGS}")
 
 
-def min_snr_weight(schedule: DDPMSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma loss weight for epsilon-prediction (Hang et al. 2023): min(SNR_t, gamma) / SNR_t with
-    SNR_t = abar_t / (1 - abar_t); it caps how much the nearly clean timesteps count."""
-    abar = schedule.alphas_cumprod.to(t.device)[t].double()
-    snr = abar / (1 - abar)
-    return (snr.clamp(max=gamma) / snr).float()
+FAMILIES: dict[str, type[Family]] = {"denoiser": Denoiser, "pure_noise": PureNoise, "ddpm": DDPM,
+                                     "flow": FlowMatching}
 
 
-def loss(kind: str, model: UNet, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, *,
-         sigma: float = 0.5, p_uncond: float = 0.1, schedule: DDPMSchedule | None = None,
-         t_sampling: str = "uniform", t_logit_mean: float = 0.0, t_logit_std: float = 1.0,
-         min_snr_gamma: float = 0.0) -> torch.Tensor:
-    """Mean-squared loss of one batch. Randomness comes only from `gen`, so a run is reproducible.
-    Flow kinds draw t by `t_sampling` (`sample_flow_t`); DDPM kinds weight each image's loss by `min_snr_weight`
-    when `min_snr_gamma` > 0. The defaults are the spec's objectives."""
-    n, dev = x.shape[0], x.device
+def build_model(kind: Kind | str, hidden: int) -> UNet:
+    """The spec's UNet for a kind: no conditioning for the denoisers; a time-only UNet takes t as its family says;
+    class-conditioned UNets of both families take c * h + t."""
+    kind = Kind.parse(kind)
+    return UNet(hidden, kind.conditioning, FAMILIES[kind.family].modulation)
 
-    def randn_like(a: torch.Tensor) -> torch.Tensor:
-        return torch.randn(a.shape, generator=gen, device=dev, dtype=a.dtype)
 
-    if kind == "denoiser":  # z = x + sigma * eps, predict x  (B.2)
-        return F.mse_loss(model(x + sigma * randn_like(x)), x)
-    if kind == "pure_noise":  # z = eps, predict x: learns the mean image
-        return F.mse_loss(model(randn_like(x)), x)
-    c = None
-    if is_class_conditional(kind):
-        drop = torch.rand(n, generator=gen, device=dev) < p_uncond
-        c = one_hot(y, drop)
-    if kind.endswith("_ddpm"):  # x_t = sqrt(abar) x0 + sqrt(1-abar) eps, predict eps; t ~ U{1..T}
-        assert schedule is not None, "DDPM objectives need a schedule"
-        t = torch.randint(1, schedule.num_ts + 1, (n,), generator=gen, device=dev)
-        eps = randn_like(x)
-        pred = model(schedule.forward(x, t, eps), t / schedule.num_ts, c)
-        if min_snr_gamma > 0:
-            per_image = (pred.float() - eps.float()).pow(2).flatten(1).mean(1)
-            return (min_snr_weight(schedule, t, min_snr_gamma) * per_image).mean()
-        return F.mse_loss(pred, eps)
-    if kind.endswith("_fm"):  # x_t = (1-t) x0 + t x1, predict velocity x1 - x0; t ~ U[0, 1] in the spec
-        t = sample_flow_t(n, gen, dev, t_sampling, t_logit_mean, t_logit_std)
-        noise = randn_like(x)
-        return F.mse_loss(model(flow_interpolate(noise, x, t), t, c), x - noise)
-    raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+def make_family(kind: Kind | str, schedule: NoiseSchedule | None = None, *, p_uncond: float = 0.1,
+                sigma: float = 0.5, t_sampling: str = "uniform", t_logit_mean: float = 0.0, t_logit_std: float = 1.0,
+                min_snr_gamma: float = 0.0) -> Family:
+    """The family of `kind` with its options (each family takes its own; the defaults are the spec's recipe)."""
+    kind = Kind.parse(kind)
+    if kind.family == "denoiser":
+        return Denoiser(kind, p_uncond, sigma)
+    if kind.family == "pure_noise":
+        return PureNoise(kind, p_uncond)
+    if kind.family == "ddpm":
+        if schedule is None:
+            raise ValueError(f"{kind.name} needs the DDPM noise schedule")
+        return DDPM(kind, schedule, p_uncond, min_snr_gamma)
+    return FlowMatching(kind, p_uncond, t_sampling, t_logit_mean, t_logit_std)
+

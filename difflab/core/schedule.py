@@ -1,70 +1,90 @@
-"""Noise schedules as pure tensor math: DDPM (spec eqs. B.3-B.5) and flow-matching interpolation."""
+"""The DDPM noise schedule as pure tensor math, in diffusers' timestep convention, for Part A and Part B alike.
+
+Timesteps are t = 0..T-1 with abar_t = alphas_cumprod[t] (abar_0 < 1: t = 0 is already slightly noisy), and
+t = -1 stands for the clean image (abar = 1), the target of a sampler's last step, as in diffusers' schedulers.
+Every function takes t as a Python int (one timestep for the batch) or as a (N,) tensor (one per image).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
+Timestep = int | torch.Tensor
+
 
 @dataclass(frozen=True)
-class DDPMSchedule:
-    """Linear-beta DDPM schedule indexed t = 0..T, where t = 0 is the clean image.
+class NoiseSchedule:
+    """abar_t for t = 0..T-1 (alphas_cumprod, float32) and the betas that made it (what diffusers' schedulers take)."""
 
-    betas[t] for t >= 1 is linspace(beta1, beta2, T); alphas_cumprod[0] = 1 so that t = 0 is noise-free.
-    Index t-1 of the length-T tail matches diffusers' `DDPMScheduler` timestep t-1.
-    """
-
-    betas: torch.Tensor
-    alphas: torch.Tensor
     alphas_cumprod: torch.Tensor
+    betas: torch.Tensor
+
+    @classmethod
+    def linear(cls, num_ts: int = 300, beta1: float = 1e-4, beta2: float = 0.02) -> "NoiseSchedule":
+        """The course's schedule (B.3): betas = linspace(beta1, beta2, T), abar_t = prod_{s <= t} (1 - beta_s)."""
+        if num_ts < 1 or not 0 < beta1 <= beta2 < 1:
+            raise ValueError(f"DDPM schedule needs num_ts >= 1 and 0 < beta1 <= beta2 < 1, got {num_ts}, {beta1}, "
+                             f"{beta2}")
+        betas = torch.linspace(beta1, beta2, num_ts, dtype=torch.float64)
+        return cls(torch.cumprod(1.0 - betas, 0).float(), betas.float())
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor) -> "NoiseSchedule":
+        """A pretrained model's schedule (DeepFloyd IF's scheduler.alphas_cumprod)."""
+        abar = alphas_cumprod.double().cpu()
+        betas = 1 - abar / torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
+        return cls(abar.float(), betas.float())
 
     @property
     def num_ts(self) -> int:
-        return len(self.betas) - 1
+        return len(self.alphas_cumprod)
 
-    @classmethod
-    def linear(cls, num_ts: int = 300, beta1: float = 1e-4, beta2: float = 0.02) -> "DDPMSchedule":
-        if num_ts < 1 or not 0 < beta1 <= beta2 < 1:
-            raise ValueError(f"DDPM schedule needs num_ts >= 1 and 0 < beta1 <= beta2 < 1, got {num_ts}, {beta1}, {beta2}")
-        betas = torch.cat([torch.zeros(1, dtype=torch.float64),
-                           torch.linspace(beta1, beta2, num_ts, dtype=torch.float64)])
-        alphas = 1.0 - betas
-        return cls(betas.float(), alphas.float(), torch.cumprod(alphas, 0).float())
+    def abar(self, t: Timestep, like: torch.Tensor) -> torch.Tensor:
+        """abar_t on like's device and dtype (1 at t = -1): a scalar for an int t, (N, 1, .., 1) for a tensor t."""
+        padded = torch.cat([self.alphas_cumprod, torch.ones(1)])  # index -1 is the clean image
+        if isinstance(t, int):
+            return padded[t].to(like.device)
+        return padded.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
-    def _gather(self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return values.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-    def forward(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps  (spec eq. A.2 / B.4)."""
-        abar = self._gather(self.alphas_cumprod, t, x0)
+    def forward(self, x0: torch.Tensor, t: Timestep, eps: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps  (A.2 / B.4)."""
+        abar = self.abar(t, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
 
-    def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Invert the forward process given a noise estimate."""
-        abar = self._gather(self.alphas_cumprod, t, x_t)
+    def x0_from_eps(self, x_t: torch.Tensor, t: Timestep, eps: torch.Tensor) -> torch.Tensor:
+        """Invert the forward process with a noise estimate: x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+        abar = self.abar(t, x_t)
         return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
 
-    def posterior_step(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
-                       noise: torch.Tensor) -> torch.Tensor:
-        """One ancestral step t -> t-1 (DDPM Alg. 2): posterior mean from x0_hat plus sqrt(beta_tilde) noise.
+    def posterior_variance(self, t: Timestep, t_prev: Timestep, like: torch.Tensor) -> torch.Tensor:
+        """beta_tilde of the step t -> t_prev: (1 - abar_prev) / (1 - abar_t) * beta, beta = 1 - abar_t / abar_prev
+        (DDPM eq. 7, for any stride); 0 when t_prev = -1."""
+        abar_t, abar_prev = self.abar(t, like), self.abar(t_prev, like)
+        return (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
 
-        mean = sqrt(abar_{t-1}) beta_t / (1-abar_t) x0 + sqrt(alpha_t)(1-abar_{t-1}) / (1-abar_t) x_t.
-        No noise is added when t == 1 (beta_tilde_1 = 0 because abar_0 = 1).
-        """
+    def step(self, x_t: torch.Tensor, t: Timestep, t_prev: Timestep, eps: torch.Tensor, noise: torch.Tensor,
+             variance: torch.Tensor | None = None, clean=None) -> torch.Tensor:
+        """One ancestral step t -> t_prev < t (A.3, DDPM Alg. 2 for any stride):
+        x_prev = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(alpha)(1 - abar_prev) / (1 - abar_t) x_t + sqrt(v) z,
+        alpha = abar_t / abar_prev, beta = 1 - alpha, x0 from eps (passed through `clean`, e.g. IF's dynamic
+        thresholding, when given); v is `variance` (a model's learned one) or the posterior variance beta_tilde."""
+        abar, abar_prev = self.abar(t, x_t), self.abar(t_prev, x_t)
+        alpha = abar / abar_prev
+        beta = 1 - alpha
         x0 = self.x0_from_eps(x_t, t, eps)
-        abar_t = self._gather(self.alphas_cumprod, t, x_t)
-        abar_prev = self._gather(self.alphas_cumprod, t - 1, x_t)
-        alpha_t = self._gather(self.alphas, t, x_t)
-        beta_t = self._gather(self.betas, t, x_t)
-        mean = (abar_prev.sqrt() * beta_t * x0 + alpha_t.sqrt() * (1 - abar_prev) * x_t) / (1 - abar_t)
-        var = beta_t * (1 - abar_prev) / (1 - abar_t)
-        return mean + var.sqrt() * noise
+        if clean is not None:
+            x0 = clean(x0)
+        mean = abar_prev.sqrt() * beta / (1 - abar) * x0 + alpha.sqrt() * (1 - abar_prev) / (1 - abar) * x_t
+        if variance is None:
+            variance = self.posterior_variance(t, t_prev, x_t)
+        return mean + variance.sqrt() * noise
 
-    def ddim_step(self, x_t: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def ddim_step(self, x_t: torch.Tensor, t: Timestep, t_prev: Timestep, eps: torch.Tensor) -> torch.Tensor:
         """Deterministic DDIM step t -> t_prev < t (Song et al. eq. 12, eta = 0):
-        x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps; t_prev = 0 returns x0_hat."""
+        x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps; t_prev = -1 returns x0_hat."""
         x0 = self.x0_from_eps(x_t, t, eps)
-        abar_prev = self._gather(self.alphas_cumprod, t_prev, x_t)
+        abar_prev = self.abar(t_prev, x_t)
         return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
 
 

@@ -5,12 +5,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
-from difflab.pipeline.errors import CorruptFileError, MissingFileError, write_atomically
 from difflab.core.families import build_model
 from difflab.core.unet import UNet
+from difflab.pipeline.errors import CorruptFileError, read_weights, write_atomically
 
 
 def save_model(path: str | Path, model: UNet, kind: str) -> None:
@@ -25,18 +24,13 @@ def save_model(path: str | Path, model: UNet, kind: str) -> None:
 def load_model(path: str | Path, device: torch.device | str = "cpu", fused: bool = True) -> tuple[UNet, str]:
     """Rebuild a saved UNet in eval mode, by default with BatchNorm folded for fast inference (UNet.for_inference);
     returns (model, kind)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"model file {path} is missing; restore it with `dvc checkout {path}` "
-                               "(or `dvc pull`), or train it with `dvc repro`")
+    config, state = read_weights(path)
     try:
-        with safe_open(str(path), "pt") as f:
-            config = json.loads((f.metadata() or {})["config"])
         model = build_model(config["kind"], config["hidden"])
-        model.load_state_dict(load_file(str(path)))
-    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
-        raise CorruptFileError(f"model file {path} is corrupt or not a difflab model "
-                               f"({type(err).__name__}: {str(err)[:200]}); restore it with `dvc checkout {path}`, "
-                               "or retrain it with `dvc repro`") from err
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CorruptFileError(f"model file {path} is corrupt or not a difflab model ({type(err).__name__}: "
+                               f"{str(err)[:200]}); restore it with `dvc checkout {path}`, or retrain it with "
+                               "`dvc repro`") from err
     model = model.to(device).eval()
     return (model.for_inference() if fused else model), config["kind"]

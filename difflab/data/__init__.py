@@ -1,1 +1,2 @@
-"""Data in: MNIST fetched with verified checksums and loaded as tensors (mnist), user images and masks decoded with clear errors (images)."""
+"""Data in: MNIST fetched with verified checksums and loaded as tensors (mnist), user images and masks decoded
+with clear errors (images)."""

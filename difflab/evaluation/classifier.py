@@ -8,11 +8,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
-from difflab.pipeline.errors import CorruptFileError, MissingFileError, write_atomically
+from difflab.pipeline.errors import CorruptFileError, read_weights, write_atomically
 from difflab.pipeline.runtime import autocast, generator, resolve_device, seed_everything
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -120,21 +119,15 @@ def save_classifier(path: str | Path, model: Classifier) -> None:
 def load_classifier(path: str | Path = "models/classifier.safetensors",
                     device: torch.device | str = "cpu") -> nn.Module:
     """The trained classifier in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"classifier {path} is missing; restore it with `dvc checkout {path}` (or `dvc pull`), "
-                               "or train it with `dvc repro classifier`")
-    try:
-        with safe_open(str(path), "pt") as f:
-            kind = json.loads((f.metadata() or {})["config"])["kind"]
-        if kind == "mnist_classifier":
-            model = Classifier()
-            model.load_state_dict(load_file(str(path)))
-    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
-        raise CorruptFileError(f"{path} is corrupt or not a difflab classifier ({type(err).__name__}: "
-                               f"{str(err)[:200]}); restore it with `dvc checkout {path}`, or retrain it with "
-                               "`dvc repro classifier`") from err
+    config, state = read_weights(path, "classifier", "classifier", "`dvc repro classifier`")
+    kind = config.get("kind")
     if kind != "mnist_classifier":
         raise CorruptFileError(f"{path} holds a {kind!r}, not the MNIST classifier; restore it with "
                                f"`dvc checkout {path}`, or retrain it with `dvc repro classifier`")
+    model = Classifier()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CorruptFileError(f"classifier {path} is corrupt ({str(err)[:200]}); restore it with "
+                               f"`dvc checkout {path}`, or retrain it with `dvc repro classifier`") from err
     return model.to(device).eval()

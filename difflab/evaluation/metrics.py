@@ -12,8 +12,8 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from difflab.evaluation.classifier import features, features_and_logits
 from difflab.data.mnist import load_mnist
+from difflab.evaluation.classifier import features, features_and_logits
 
 Stats = tuple[np.ndarray, np.ndarray]
 

@@ -1,6 +1,8 @@
 """Gaussian low/high-pass filters for blur denoising (A.1.2) and hybrid images (A.1.9), sized per resolution."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
@@ -15,6 +17,11 @@ def scaled_kernel(kernel: int, sigma: float, image_size: int) -> tuple[int, floa
     scale = image_size / REFERENCE_SIZE
     k = max(1, round(kernel * scale))
     return k + (k % 2 == 0), sigma * scale
+
+
+def kernel_for(sigma: float) -> int:
+    """An odd Gaussian kernel spanning +-3 sigma."""
+    return 2 * math.ceil(3 * sigma) + 1
 
 
 def lowpass(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from difflab.data.mnist import load_mnist
 from difflab.data.images import read_image, read_mask
+from difflab.data.mnist import load_mnist
 from difflab.pipeline.params import ParamsError
 
 log = logging.getLogger(__name__)

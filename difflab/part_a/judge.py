@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from difflab.part_a.filters import highpass, lowpass
 from difflab.evaluation.metrics import ClassGaussians
+from difflab.part_a.filters import highpass, lowpass
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 REAL_QUANTILE = 0.95  # a view is realistic when as close to its class as 95 % of real held-out digits
@@ -225,8 +225,8 @@ def mnist_judge(classifier_path, mnist_root, device: torch.device, seed: int = 0
     """The pipeline's classifier, taught NOT_A_DIGIT on the first n_train MNIST training digits (train_judge), with
     realism fitted on the next n_fit training digits and calibrated on the first n_held test digits; prompts name
     digits as the MNIST backbone reads them."""
-    from difflab.evaluation.classifier import load_classifier
     from difflab.data.mnist import load_mnist
+    from difflab.evaluation.classifier import load_classifier
     from difflab.pipeline.digit_prompts import parse_prompt
 
     x, y = load_mnist(mnist_root, train=True)

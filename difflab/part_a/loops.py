@@ -1,7 +1,7 @@
 """Part A's sampling loops, written once against `Backbone`: forward process, one-step and iterative denoising,
 classifier-free guidance, SDEdit, inpainting, visual anagrams and hybrid images.
 
-Timesteps follow diffusers (t = 0..T-1, abar_t = backbone.alphas_cumprod[t]); images are in the backbone's pixel
+Timesteps follow diffusers (t = 0..T-1, the backbone's NoiseSchedule does the math); images are in the backbone's pixel
 space (backbone.encode / decode convert from / to [0, 1]). A noise function maps (x_t, t, t_prev) to
 (eps, variance); every guidance variant is one such function, so there is a single denoising loop.
 """
@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 import torch
 
 from difflab.backbones.base import Backbone
-from difflab.part_a.filters import highpass, lowpass
 from difflab.part_a.views import View
+from difflab.pipeline.runtime import randn
 
 NoiseFn = Callable[[torch.Tensor, int, int | None], tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -48,34 +48,10 @@ def noise_timestep(num_train_timesteps: int, fraction: float) -> int:
 
 # ---------------------------------------------------------------- forward process and one-step denoising
 
-def randn(shape: Sequence[int], gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Gaussian noise from `gen` (on the generator's device), moved to `device`."""
-    return torch.randn(tuple(shape), generator=gen, device=gen.device).to(device)
-
-
-def _abar(backbone: Backbone, t: int) -> torch.Tensor:
-    """abar_t, and 1 for t = -1: the clean image one step past t = 0 (diffusers' final step)."""
-    if t < 0:
-        return torch.tensor(1.0, device=backbone.device)
-    return backbone.alphas_cumprod[t].to(backbone.device)
-
-
-def forward(backbone: Backbone, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
-    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps  (A.2)."""
-    abar = _abar(backbone, t)
-    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-
-
-def x0_estimate(backbone: Backbone, x_t: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
-    """Invert A.2 with the estimated noise: x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-    abar = _abar(backbone, t)
-    return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
-
-
 def one_step_denoise(backbone: Backbone, x_t: torch.Tensor, t: int, noise_fn: NoiseFn) -> torch.Tensor:
     """The clean image in a single jump from t (A.1.3)."""
     eps, _ = noise_fn(x_t, t, None)
-    return x0_estimate(backbone, x_t, t, eps)
+    return backbone.schedule.x0_from_eps(x_t, t, eps)
 
 
 # ---------------------------------------------------------------- noise estimates
@@ -85,7 +61,7 @@ def conditional(backbone: Backbone, cond: torch.Tensor) -> NoiseFn:
     return lambda x, t, t_prev: backbone.predict(x, t, cond, t_prev)
 
 
-def guided(backbone: Backbone, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> NoiseFn:
+def cfg_noise(backbone: Backbone, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> NoiseFn:
     """CFG (A.1.6): eps = eps_u + scale (eps_c - eps_u) from one batched forward over [cond; uncond].
     The variance is the conditional one, as in the course."""
     both = torch.cat([cond, uncond])
@@ -97,68 +73,32 @@ def guided(backbone: Backbone, cond: torch.Tensor, uncond: torch.Tensor, scale: 
     return fn
 
 
-def anagram(backbone: Backbone, views: Sequence[View], conds: Sequence[torch.Tensor], uncond: torch.Tensor,
-            scale: float) -> NoiseFn:
-    """Visual anagrams (A.1.8): eps = mean_i inverse_view_i(eps_cfg(view_i(x_t), p_i)), all views in one batch.
+REDUCTIONS = ("mean", "sum")
 
-    With views (identity, flip) this is the course's (eps_1 + flip(eps_2(flip(x_t)))) / 2. The variance is the
-    first view's (views like negate would flip the sign of a variance). conds[i] and uncond have a row per image."""
+
+def illusion(backbone: Backbone, views: Sequence[View], conds: Sequence[torch.Tensor], uncond: torch.Tensor,
+             scale: float, reduction: str) -> NoiseFn:
+    """eps = reduce_i inverse_view_i(eps_cfg(view_i(x_t), p_i)), every view in one batch; conds[i] and uncond have
+    a row per image. The variance is the first view's (views like negate would flip the sign of a variance).
+
+    "mean" makes visual anagrams (A.1.8): with views (identity, flip) the course's (eps_1 + flip(eps_2(flip(x_t))))
+    / 2. "sum" makes factorized diffusion (Geng et al., 2024) with band views, whose projections sum to the
+    identity: hybrids (A.1.9, lowpass(eps_1) + highpass(eps_2)) and three-band hybrids."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
     k = len(views)
-    fn = guided(backbone, torch.cat(list(conds)), torch.cat([uncond] * k), scale)
+    fn = cfg_noise(backbone, torch.cat(list(conds)), torch.cat([uncond] * k), scale)
 
     def combined(x: torch.Tensor, t: int, t_prev: int | None):
         eps, var = fn(torch.cat([v.view(x) for v in views]), t, t_prev)
-        parts = eps.chunk(k)
-        eps = sum(v.inverse_view(e) for v, e in zip(views, parts)) / k
+        eps = sum(v.inverse_view(e) for v, e in zip(views, eps.chunk(k)))
+        if reduction == "mean":
+            eps = eps / k
         return eps, None if var is None else var.chunk(k)[0]
     return combined
-
-
-def factorized(backbone: Backbone, conds: Sequence[torch.Tensor], uncond: torch.Tensor, scale: float,
-               bands: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> NoiseFn:
-    """Factorized diffusion (Geng et al., 2024): eps = sum_i band_i(eps_cfg(x_t, p_i)), every prompt in one batch.
-    The bands must sum to the identity (low + high, or low + mid + high). The variance is the first prompt's."""
-    k = len(conds)
-    fn = guided(backbone, torch.cat(list(conds)), torch.cat([uncond] * k), scale)
-
-    def combined(x: torch.Tensor, t: int, t_prev: int | None):
-        eps, var = fn(torch.cat([x] * k), t, t_prev)
-        eps = sum(band(e) for band, e in zip(bands, eps.chunk(k)))
-        return eps, None if var is None else var.chunk(k)[0]
-    return combined
-
-
-def hybrid(backbone: Backbone, low_cond: torch.Tensor, high_cond: torch.Tensor, uncond: torch.Tensor, scale: float,
-           kernel: int, sigma: float) -> NoiseFn:
-    """Hybrid images (A.1.9): eps = lowpass(eps_1) + highpass(eps_2), both guided, in one batch."""
-    return factorized(backbone, [low_cond, high_cond], uncond, scale,
-                      [lambda e: lowpass(e, kernel, sigma), lambda e: highpass(e, kernel, sigma)])
-
-
-def three_bands(low: tuple[int, float], high: tuple[int, float]) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    """Low, middle and high frequencies from two Gaussian filters (kernel, sigma), low[1] > high[1]: lowpass(low),
-    lowpass(high) - lowpass(low) and x - lowpass(high), which sum to x."""
-    return [lambda e: lowpass(e, *low), lambda e: lowpass(e, *high) - lowpass(e, *low),
-            lambda e: highpass(e, *high)]
 
 
 # ---------------------------------------------------------------- the denoising loop
-
-def step(backbone: Backbone, x_t: torch.Tensor, t: int, t_prev: int, eps: torch.Tensor, variance: torch.Tensor,
-         noise: torch.Tensor, clean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """One strided DDPM step t -> t' (A.3):
-    x_t' = sqrt(abar_t') beta / (1 - abar_t) x0 + sqrt(alpha)(1 - abar_t') / (1 - abar_t) x_t + v_sigma,
-    alpha = abar_t / abar_t', beta = 1 - alpha, x0 from A.2 (passed through `clean`, e.g. IF's dynamic
-    thresholding, when given), v_sigma = sqrt(variance) * noise."""
-    abar, abar_prev = _abar(backbone, t), _abar(backbone, t_prev)
-    alpha = abar / abar_prev
-    beta = 1 - alpha
-    x0 = x0_estimate(backbone, x_t, t, eps)
-    if clean is not None:
-        x0 = clean(x0)
-    mean = abar_prev.sqrt() * beta / (1 - abar) * x0 + alpha.sqrt() * (1 - abar_prev) / (1 - abar) * x_t
-    return mean + variance.sqrt() * noise
-
 
 @torch.inference_mode()
 def iterative_denoise(backbone: Backbone, x_t: torch.Tensor, timesteps: Sequence[int], noise_fn: NoiseFn,
@@ -171,7 +111,7 @@ def iterative_denoise(backbone: Backbone, x_t: torch.Tensor, timesteps: Sequence
     known = (x_orig, mask) inpaints (A.1.7.2): after every step the region outside the mask is replaced by the
     original noised to the new timestep, x_t <- m x_t + (1 - m) forward(x_orig, t).
     to_clean adds diffusers' last step from timesteps[-1] to the clean image (abar = 1, no noise), as IFPipeline
-    does; clean post-processes every x0 estimate (see `step`).
+    does; clean post-processes every x0 estimate (see `NoiseSchedule.step`).
     Returns the result and, every keep_every steps, (t, x_t) frames from before that step.
     """
     x, frames = x_t, []
@@ -181,13 +121,13 @@ def iterative_denoise(backbone: Backbone, x_t: torch.Tensor, timesteps: Sequence
             frames.append((t, x))
         if t_prev < 0:  # the final step draws no noise (diffusers draws none at t = 0)
             eps, _ = noise_fn(x, t, None)
-            x = step(backbone, x, t, t_prev, eps, torch.zeros_like(x), torch.zeros_like(x), clean)
+            x = backbone.schedule.step(x, t, t_prev, eps, torch.zeros_like(x), torch.zeros_like(x), clean)
             continue
         eps, variance = noise_fn(x, t, t_prev)
-        x = step(backbone, x, t, t_prev, eps, variance, randn(x.shape, gen, x.device), clean)
+        x = backbone.schedule.step(x, t, t_prev, eps, randn(x.shape, gen, x.device), variance, clean)
         if known is not None:
             x_orig, mask = known
-            x = mask * x + (1 - mask) * forward(backbone, x_orig, t_prev, randn(x.shape, gen, x.device))
+            x = mask * x + (1 - mask) * backbone.schedule.forward(x_orig, t_prev, randn(x.shape, gen, x.device))
     return x, frames
 
 
@@ -204,7 +144,7 @@ def sdedit(backbone: Backbone, x_orig: torch.Tensor, timesteps: Sequence[int], i
     """SDEdit (A.1.7): noise the image to timesteps[i_start] and denoise it back; small i_start = big edits."""
     if not 0 <= i_start < len(timesteps) - 1:
         raise ValueError(f"i_start must be in [0, {len(timesteps) - 2}] for {len(timesteps)} timesteps, got {i_start}")
-    x_t = forward(backbone, x_orig, timesteps[i_start], randn(x_orig.shape, gen, x_orig.device))
+    x_t = backbone.schedule.forward(x_orig, timesteps[i_start], randn(x_orig.shape, gen, x_orig.device))
     return iterative_denoise(backbone, x_t, timesteps[i_start:], noise_fn, gen)[0]
 
 

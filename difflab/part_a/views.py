@@ -1,14 +1,19 @@
-"""Views for visual anagrams: each is an invertible pixel transform with `view` and `inverse_view`.
+"""Views for illusions: `view` transforms the noisy image a prompt's denoiser sees, `inverse_view` maps that
+prompt's noise estimate back (see loops.illusion).
 
-A view must map N(0, I) noise to N(0, I) noise (a permutation of pixels, optionally with sign flips), so that a
-viewed noisy image is still a valid input to the denoiser (Geng et al., Visual Anagrams). New illusions are new
-views, not new sampling loops. Every view of dangeng/visual_anagrams that makes sense in grayscale is here; all but
-negate are pixel permutations, built per image size from an index map and inverted with its argsort.
+Anagram views (VIEWS, by name) are invertible pixel transforms that map N(0, I) noise to N(0, I) noise (a
+permutation of pixels, optionally with sign flips), so that a viewed noisy image is still a valid input to the
+denoiser (Geng et al., Visual Anagrams). Every view of dangeng/visual_anagrams that makes sense in grayscale is
+here; all but negate are pixel permutations, built per image size from an index map and inverted with its argsort.
+Band views (hybrid_views, three_band_views) are factorized diffusion's (Geng et al., 2024): `view` is the identity
+and `inverse_view` keeps one frequency band of the estimate. They take a filter, so they are built in code, not
+named in params. New illusions are new views, not new sampling loops.
 """
 from __future__ import annotations
 
-
 import torch
+
+from difflab.part_a.filters import highpass, lowpass
 
 
 class View:
@@ -237,6 +242,59 @@ def get_view(name: str) -> View:
     if name not in VIEWS:
         raise ValueError(f"unknown view {name!r}; choose one of {', '.join(VIEWS)}")
     return VIEWS[name]()
+
+
+class BandView(View):
+    """A frequency band of a factorized illusion: every prompt sees x_t unchanged (`view` is the identity) and
+    `inverse_view` projects its estimate onto the band. Not invertible by design: the bands of one illusion sum to
+    the identity instead."""
+
+    name = "band"
+
+
+class LowPassView(BandView):
+    """The Gaussian low-pass (kernel, sigma) of the estimate: the prompt seen from afar."""
+
+    name = "lowpass"
+
+    def __init__(self, kernel: int, sigma: float):
+        self.kernel, self.sigma = kernel, sigma
+
+    def inverse_view(self, x: torch.Tensor) -> torch.Tensor:
+        return lowpass(x, self.kernel, self.sigma)
+
+
+class HighPassView(LowPassView):
+    """The estimate minus its low-pass: the prompt seen up close."""
+
+    name = "highpass"
+
+    def inverse_view(self, x: torch.Tensor) -> torch.Tensor:
+        return highpass(x, self.kernel, self.sigma)
+
+
+class MiddlePassView(BandView):
+    """The band between two Gaussian low-passes (kernel, sigma), low's sigma the larger:
+    lowpass(high) - lowpass(low)."""
+
+    name = "middlepass"
+
+    def __init__(self, low: tuple[int, float], high: tuple[int, float]):
+        self.low, self.high = low, high
+
+    def inverse_view(self, x: torch.Tensor) -> torch.Tensor:
+        return lowpass(x, *self.high) - lowpass(x, *self.low)
+
+
+def hybrid_views(kernel: int, sigma: float) -> list[View]:
+    """A hybrid's low and high band (A.1.9), which sum to the identity."""
+    return [LowPassView(kernel, sigma), HighPassView(kernel, sigma)]
+
+
+def three_band_views(low: tuple[int, float], high: tuple[int, float]) -> list[View]:
+    """Low, middle and high frequencies from two Gaussian filters (kernel, sigma), low[1] > high[1]; they sum to
+    the identity."""
+    return [LowPassView(*low), MiddlePassView(low, high), HighPassView(*high)]
 
 
 def is_permutation(view: View) -> bool:

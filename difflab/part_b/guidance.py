@@ -1,16 +1,28 @@
-"""Classifier-free guidance sweeps: sample a class-conditioned model at several CFG scales and score each."""
+"""guidance_sweep: sample class-conditioned models at several CFG scales from the same noise, and score each scale
+(intended-class accuracy, Fréchet distance); a figure, one TSV per model for `dvc plots`, and metrics."""
 from __future__ import annotations
+
+import csv
 
 import torch
 from torch import nn
 
-from difflab.evaluation.metrics import Reference, sample_scores
-from difflab.pipeline.runtime import generator
-from difflab.sampling.samplers import generate_in_batches
+from difflab.core.families import Family
 from difflab.core.unet import UNet
+from difflab.core.weights import load_model
+from difflab.evaluation.classifier import load_classifier
+from difflab.evaluation.metrics import Reference, reference, sample_scores, significant
+from difflab.figures import manifest, plots
+from difflab.pipeline import paths
+from difflab.pipeline.runtime import generator, resolve_device, seed_everything, write_metrics
+from difflab.sampling.choice import SamplerChoice
+from difflab.sampling.samplers import generate_in_batches, sampling_family
+
+OUT = paths.REPORTS / "guidance"
+METRICS = paths.REPORTS / "metrics" / "guidance.json"
 
 
-def sweep(model: UNet, kind: str, gammas: list[float], n: int, seed: int, classifier: nn.Module, ref: Reference,
+def sweep(model: UNet, family: Family, gammas: list[float], n: int, seed: int, classifier: nn.Module, ref: Reference,
           batch_size: int, precision: str = "auto", **opts) -> list[dict]:
     """Rows {gamma, fid, accuracy} for n samples (digits cycling 0-9) per scale; every scale starts from the same
     noise (generator seeded with `seed`), so rows differ only by gamma."""
@@ -18,8 +30,44 @@ def sweep(model: UNet, kind: str, gammas: list[float], n: int, seed: int, classi
     device = next(model.parameters()).device
     rows = []
     for gamma in gammas:
-        images = generate_in_batches(model, kind, n, generator(device, seed), batch_size, precision, labels,
+        images = generate_in_batches(model, family, n, generator(device, seed), batch_size, precision, labels,
                                      gamma=gamma, **opts)
         scores = sample_scores(classifier, images, ref, labels)
         rows.append({"gamma": gamma, "fid": scores["fid"], "accuracy": scores["accuracy"]})
     return rows
+
+
+def write_sweeps(names: list[str], params: dict) -> dict:
+    """Sweep each model in `names`; write reports/guidance (figure, TSVs, manifest) and the metrics it returns."""
+    g, s = params["guidance_sweep"], params["sample"]
+    device = resolve_device(params["device"])
+    seed_everything(params["seed"])
+    classifier = load_classifier(paths.CLASSIFIER, device)
+    ref = reference(classifier, paths.MNIST, g["n"])
+    OUT.mkdir(parents=True, exist_ok=True)
+    results, metrics = {}, {"fid_baseline": significant(ref.baseline), "n": g["n"]}
+    choice = SamplerChoice.from_params(s)
+    how = []
+    for name in names:
+        family = sampling_family(params, name)
+        model, _ = load_model(paths.model_file(name), device)
+        rows = sweep(model, family, g["gammas"], g["n"], params["seed"] + 2, classifier, ref, s["batch_size"],
+                     params["precision"], choice=choice)
+        with open(OUT / f"{name}.tsv", "w", newline="") as f:
+            writer = csv.DictWriter(f, ["gamma", "accuracy", "fid"], delimiter="\t", lineterminator="\n")
+            writer.writeheader(), writer.writerows(rows)
+        results[name] = tuple(zip(*((r["gamma"], r["accuracy"], r["fid"]) for r in rows)))
+        metrics[name] = {f"gamma_{r['gamma']:g}": {"accuracy": r["accuracy"], "fid": r["fid"]} for r in rows}
+        how.append(choice.describe(family.kind.family, params["ddpm"]["num_ts"]) + f" for {name}")
+        print(f"[guidance_sweep] {name}: {rows}")
+    how = "; ".join(how)
+    plots.guidance_sweep(OUT / "sweep.png", results, ref.baseline,
+                         title=f"CFG sweep: {g['n']} samples per model and γ ({how})")
+    manifest.write(OUT, [manifest.Figure(
+        "sweep.png", "Classifier-free guidance sweep",
+        f"Intended-class accuracy (left) and Fréchet distance to the test set (right) of {', '.join(names)} at "
+        f"CFG scales γ = {', '.join(f'{x:g}' for x in g['gammas'])}; {g['n']} samples per point from the same noise "
+        f"({how}, seed {params['seed']}). The dashed line is {g['n']} real training digits against the test set.",
+        "B.eval")])
+    write_metrics(METRICS, metrics, device, params["precision"])
+    return metrics

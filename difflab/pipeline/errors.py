@@ -1,10 +1,11 @@
 """The project's own errors, and the one way every stage reports them: one line on stderr, prefixed by the stage
 name, naming the file or key and the fix, and exit status 1. Any other exception is a bug and keeps its
 traceback; `DIFFLAB_DEBUG=1` shows the traceback for the project's errors too. Outputs are written atomically,
-so a failed write leaves the previous file as it was."""
+so a failed write leaves the previous file as it was; weight files are read with the same one-line errors."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -64,3 +65,24 @@ def run_stage(name: str, main: Callable[..., Any], *args: Any) -> None:
             raise
         print(f"{name}: {one_line(err)}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+def read_weights(path: str | Path, what: str = "model file", noun: str = "model",
+                 rebuild: str = "`dvc repro`") -> tuple[dict, dict]:
+    """(config, state dict) of a safetensors file written by this project; a missing or unreadable file raises one
+    line naming `what`, the path and the fix (`dvc checkout`, or `rebuild`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} {path} is missing; restore it with `dvc checkout {path}` (or `dvc pull`), "
+                               f"or train it with {rebuild}")
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            config = json.loads((f.metadata() or {})["config"])
+        return config, load_file(str(path))
+    except (SafetensorError, KeyError, TypeError, ValueError, OSError) as err:
+        raise CorruptFileError(f"{what} {path} is corrupt or not a difflab {noun} ({type(err).__name__}: "
+                               f"{str(err)[:200]}); restore it with `dvc checkout {path}`, or retrain it with "
+                               f"{rebuild}") from err

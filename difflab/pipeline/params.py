@@ -13,12 +13,17 @@ from typing import Any, Callable
 
 import yaml
 
-from difflab.pipeline.errors import DifflabError
 from difflab.pipeline.digit_prompts import parse_prompt
+from difflab.pipeline.errors import DifflabError
 
 # The names params may choose from. The code that implements each family imports its list from here (tests check
 # that the implementations cover exactly these), so validating params loads no torch and no model code.
-KINDS = ("denoiser", "pure_noise", "time_ddpm", "class_ddpm", "time_fm", "class_fm")
+# kind -> (family, conditioning): the one place a kind's name is taken apart (`Kind.parse`)
+KIND_PARTS = {"denoiser": ("denoiser", "none"), "pure_noise": ("pure_noise", "none"),
+              "time_ddpm": ("ddpm", "time"), "class_ddpm": ("ddpm", "class"),
+              "time_fm": ("flow", "time"), "class_fm": ("flow", "class")}
+KINDS = tuple(KIND_PARTS)
+FAMILIES = ("denoiser", "pure_noise", "ddpm", "flow")
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_sde")
 FLOW_SAMPLERS = ("euler", "heun")
 T_SAMPLINGS = ("uniform", "logit_normal")  # flow-matching training times
@@ -28,6 +33,36 @@ VIEW_NAMES = ("identity", "flip", "rotate_cw", "rotate_ccw", "rotate_180", "nega
 
 class ParamsError(DifflabError, ValueError):
     """A params.yaml setting that is missing, misspelt or out of range; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A model kind (`models.<name>.kind`) taken apart once: its family (denoiser | pure_noise | ddpm | flow) and its
+    conditioning (none | time | class). difflab.core.families turns it into the family's model and loss."""
+    name: str
+    family: str
+    conditioning: str
+
+    @classmethod
+    def parse(cls, name: "str | Kind") -> "Kind":
+        if isinstance(name, Kind):
+            return name
+        if name not in KIND_PARTS:
+            raise ParamsError(f"unknown model kind {name!r}; expected one of {', '.join(KINDS)}")
+        return cls(name, *KIND_PARTS[name])
+
+    @property
+    def generative(self) -> bool:
+        return self.family in ("ddpm", "flow")
+
+    @property
+    def class_conditional(self) -> bool:
+        return self.conditioning == "class"
+
+
+def model_kind(params: dict, name: str) -> Kind:
+    """The parsed kind of `models.<name>`."""
+    return Kind.parse(params["models"][name]["kind"])
 
 
 @dataclass(frozen=True)
@@ -148,11 +183,12 @@ EXTRA_CHECKS.append(_check_sweep)
 def _check_recipes(params: dict) -> None:
     """Family-specific recipe options only on models of that family, so a setting never silently does nothing."""
     for name, m in params["models"].items():
-        if m.get("min_snr_gamma", 0) and not m["kind"].endswith("_ddpm"):
+        family = Kind.parse(m["kind"]).family
+        if m.get("min_snr_gamma", 0) and family != "ddpm":
             raise ParamsError(f"models.{name}.min_snr_gamma: got {m['min_snr_gamma']} for a {m['kind']} model; "
                               "min-SNR weighting applies to DDPM kinds only: remove it or set it to 0")
         for key in ("t_sampling", "t_logit_mean", "t_logit_std"):
-            if key in m and not m["kind"].endswith("_fm"):
+            if key in m and family != "flow":
                 raise ParamsError(f"models.{name}.{key}: set for a {m['kind']} model; the training-time "
                                   "distribution applies to flow-matching kinds (*_fm) only: remove it")
 
@@ -221,9 +257,10 @@ def _check_part_a_steps(params: dict) -> None:
     count = (num_ts - 1) // stride + 1
     for key, values in (("i_start", [a["i_start"]]), ("sdedit_i_starts", a["sdedit_i_starts"])):
         for value in values:
-            if value >= count:
+            if value >= count - 1:  # denoising from index i takes the steps after it: the last index has none
                 raise ParamsError(f"part_a.{key}: got {value}; the strided schedule of T = {num_ts} with stride "
-                                  f"{stride} has {count} steps, so use an index from 0 to {count - 1}")
+                                  f"{stride} has {count} timesteps and denoising needs one after the start, so use "
+                                  f"an index from 0 to {count - 2}")
     for value in a["inference_steps"]:
         if value > num_ts:
             raise ParamsError(f"part_a.inference_steps: got {value}; at most T = {num_ts} steps on the "
@@ -271,7 +308,8 @@ def _leaf(value: Any, p: P, key: str) -> None:
         raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}")
     if p.choices is not None and value not in p.choices:
         hint = _closest(str(value), p.choices)
-        raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}"
+                          + (f" (did you mean {hint!r}?)" if hint else ""))
     if p.pattern is not None and not re.fullmatch(p.pattern, value):
         raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -290,7 +328,7 @@ def _closest(word: str, options) -> str | None:
 
 def _check_schedule(key: str, value: str, kind: str) -> None:
     """`schedule` names the section a stage reads for the model's noise schedule; DVC needs it spelled out."""
-    want = "ddpm" if kind.endswith("_ddpm") else "seed"
+    want = "ddpm" if Kind.parse(kind).family == "ddpm" else "seed"
     if value != want:
         raise ParamsError(f"{key}: got {value!r} for a {kind} model; set it to {want!r} (`ddpm` for DDPM kinds, "
                           "`seed` for kinds without a noise schedule)")
@@ -313,11 +351,12 @@ def validate(params: dict) -> dict:
         _check_schedule(f"models.{name}.schedule", m["schedule"], m["kind"])
     for name in params["sampling"]:
         kind = params["models"].get(name, {}).get("kind", "")
-        if not kind.endswith(("_ddpm", "_fm")):
+        if kind not in KINDS or not Kind.parse(kind).generative:
             raise ParamsError(f"sampling.{name}: not a generative model in `models` "
                               f"(kind {kind or 'missing'!r}); sample only *_ddpm / *_fm models")
-        if (params["sampling"][name]["guidance"] == "gamma") != kind.startswith("class_"):
-            raise ParamsError(f"sampling.{name}.guidance: use `gamma` for class-conditioned models and `seed` otherwise")
+        if (params["sampling"][name]["guidance"] == "gamma") != Kind.parse(kind).class_conditional:
+            raise ParamsError(f"sampling.{name}.guidance: use `gamma` for class-conditioned models and `seed` "
+                              "otherwise")
         _check_schedule(f"sampling.{name}.schedule", params["sampling"][name]["schedule"], kind)
     for check in EXTRA_CHECKS:
         check(params)
@@ -368,7 +407,8 @@ def _trace(params: dict, log: str) -> dict:
 
     reads: set[str] = set()
     yaml.SafeDumper.add_representer(TracedParams, lambda d, data: d.represent_dict(data.copy()))
-    atexit.register(lambda: Path(log).open("a").write(json.dumps({"argv": [os.path.relpath(sys.argv[0]), *sys.argv[1:]], "reads": sorted(reads)}) + "\n"))
+    argv = [os.path.relpath(sys.argv[0]), *sys.argv[1:]]  # `python -m stages.x a` records stages/x.py a
+    atexit.register(lambda: Path(log).open("a").write(json.dumps({"argv": argv, "reads": sorted(reads)}) + "\n"))
     return TracedParams(params, reads)
 
 

@@ -58,6 +58,11 @@ def generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def randn(shape, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Gaussian noise drawn from `gen` on the generator's own device, then moved to `device`."""
+    return torch.randn(tuple(shape), generator=gen, device=gen.device).to(device)
+
+
 def run_info(device: torch.device, precision: str = "auto") -> dict:
     """The path a stage actually ran, for its metrics: `dvc metrics diff` then shows when two runs differ in it."""
     return {"device": str(device), "precision": resolve_precision(device, precision), "torch": torch.__version__,

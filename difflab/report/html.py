@@ -14,10 +14,9 @@ import pandas as pd
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from difflab.figures import manifest
-from difflab.figures import plots
-from difflab.sampling.samplers import SamplerChoice
+from difflab.figures import manifest, plots
 from difflab.figures.training_log import read_curve
+from difflab.sampling.choice import SamplerChoice
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -50,7 +49,8 @@ SECTIONS = {
 
 
 @dataclass
-class Figure:
+class RenderedFigure:
+    """A figure as the report shows it (a stage writes it as a figures.manifest.Figure)."""
     src: str        # relative to reports/
     title: str
     caption: str
@@ -68,7 +68,7 @@ class Table:
 class Section:
     id: str
     title: str
-    figures: list[Figure] = field(default_factory=list)
+    figures: list[RenderedFigure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -87,12 +87,12 @@ def _html(df: pd.DataFrame, **kw) -> str:
     return df.reset_index().to_html(classes="metrics", border=0, na_rep="–", index=False, **kw)
 
 
-def _figures(reports: Path, directory: Path) -> dict[str, list[Figure]]:
+def _figures(reports: Path, directory: Path) -> dict[str, list[RenderedFigure]]:
     """A stage's manifest entries grouped by section, with paths made relative to reports/."""
-    out: dict[str, list[Figure]] = {}
+    out: dict[str, list[RenderedFigure]] = {}
     for f in manifest.read(directory):
         path = directory / f.file
-        out.setdefault(f.section, []).append(Figure(path.relative_to(reports).as_posix(), f.title, f.caption,
+        out.setdefault(f.section, []).append(RenderedFigure(path.relative_to(reports).as_posix(), f.title, f.caption,
                                                     missing=not path.is_file()))
     return out
 
@@ -121,7 +121,7 @@ def sample_quality_table(scores: dict[str, dict], params: dict) -> Table:
                      "intended-class accuracy": s.get("accuracy")})
     df = pd.DataFrame(rows).set_index("model")
     choice = SamplerChoice.from_params(params["sample"])
-    how = "; ".join(sorted({choice.describe(kind, params["ddpm"]["num_ts"]) for kind in ("x_ddpm", "x_fm")}))
+    how = "; ".join(sorted({choice.describe(family, params["ddpm"]["num_ts"]) for family in ("ddpm", "flow")}))
     return Table("Sample quality", _html(df, float_format=lambda v: f"{v:.3f}"),
                  f"Fréchet distance between the classifier's 128-d penultimate features of n generated digits and of "
                  f"the MNIST test digits; 'real vs real' is the same distance for the first n training digits, the "
@@ -190,7 +190,7 @@ def build(reports: str | Path, params: dict) -> dict:
     """Everything the template needs, read from the reports tree."""
     reports = Path(reports)
     metrics_dir = reports / "metrics"
-    figures: dict[str, list[Figure]] = {}
+    figures: dict[str, list[RenderedFigure]] = {}
     sample_dirs = [reports / "samples" / name for name in params.get("sampling", {})]
     for directory in [reports / "part_a", reports / "denoiser", reports / "guidance", *sample_dirs]:
         for section, figs in _figures(reports, directory).items():

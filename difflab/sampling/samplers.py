@@ -2,24 +2,28 @@
 
 Classifier-free guidance runs conditional and unconditional rows in one batched forward:
 eps = eps_u + gamma * (eps_c - eps_u), combined in fp32 whatever precision the UNet ran in.
-Fewer steps than T use diffusers' "trailing" spacing: the first step is at t = T, as in the full chain.
+Fewer steps than T use diffusers' "trailing" spacing: the first step is at t = T - 1, as in the full chain.
+`generate` samples any generative family (difflab.core.families) with the sampler a `SamplerChoice` names for it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from difflab.pipeline.params import DDPM_SAMPLERS, FLOW_SAMPLERS
-from difflab.core.schedule import DDPMSchedule
+from difflab.core.families import DDPM, Family, FlowMatching, make_family
+from difflab.core.schedule import NoiseSchedule
 from difflab.core.unet import NUM_CLASSES, UNet, one_hot
+from difflab.pipeline.params import DDPM_SAMPLERS, FLOW_SAMPLERS, model_kind
+from difflab.pipeline.runtime import randn
+from difflab.sampling.choice import SamplerChoice
 
 STOCHASTIC = ("ddpm", "dpmsolver_sde")
 
 
-def guided(model: UNet, labels: torch.Tensor | None, gamma: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def with_cfg(model: UNet, labels: torch.Tensor | None,
+             gamma: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """f(x, t) -> fp32 model output; with labels, CFG at scale gamma from one forward over [cond; uncond]."""
     if labels is None:
         return lambda x, t: model(x, t).float()
@@ -33,53 +37,44 @@ def guided(model: UNet, labels: torch.Tensor | None, gamma: float) -> Callable[[
     return f
 
 
-def _noise(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.randn(shape, generator=gen, device=gen.device).to(device)
-
-
 def _frames(every: int, i: int, total: int) -> bool:
     return every > 0 and (i % every == 0 or i == total - 1)
 
 
 @torch.inference_mode()
-def sample_ddpm(model: UNet, schedule: DDPMSchedule, n: int, gen: torch.Generator, *,
-                labels: torch.Tensor | None = None, gamma: float = 5.0, sampler: str = "ddpm",
-                steps: int = 0, frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def sample_ddpm(model: UNet, ddpm: DDPM, n: int, gen: torch.Generator, *, labels: torch.Tensor | None = None,
+                gamma: float = 5.0, sampler: str = "ddpm", steps: int = 0,
+                frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Draw n images from an eps-prediction UNet; returns (samples in [0, 1], intermediate x_t frames)."""
     device = next(model.parameters()).device
-    f = guided(model, labels, gamma)
-    x = _noise((n, 1, 28, 28), gen, device)
+    f = with_cfg(model, labels, gamma)
+    schedule, T = ddpm.schedule, ddpm.schedule.num_ts
+    x = randn((n, 1, 28, 28), gen, device)
     frames: list[torch.Tensor] = []
-    T = schedule.num_ts
-    if sampler == "ddpm" and steps in (0, T):
-        for i, t in enumerate(range(T, 0, -1)):
-            tt = torch.full((n,), t, device=device)
-            x = schedule.posterior_step(x, tt, f(x, tt / T), _noise(x.shape, gen, device))
-            if _frames(frame_every, i, T):
-                frames.append(x.clamp(0, 1).cpu())
-        return x.clamp(0, 1).cpu(), frames
-    timesteps = trailing_timesteps(T, steps or T)
-    scheduler = None if sampler == "ddim" else diffusers_scheduler(sampler, schedule)
+    full_chain = sampler == "ddpm" and steps in (0, T)
+    timesteps = list(range(T - 1, -1, -1)) if full_chain else trailing_timesteps(T, steps or T)
+    scheduler = None if full_chain or sampler == "ddim" else diffusers_scheduler(sampler, schedule)
     if scheduler is not None:
         scheduler.set_timesteps(timesteps=timesteps, device=device)
-    for i, td in enumerate(timesteps):
-        # diffusers timestep td (0-based) is our t = td + 1
-        tt = torch.full((n,), td + 1, device=device)
-        eps = f(x, tt / T)
-        if scheduler is None:
-            # DDIM by hand: diffusers' DDIMScheduler.step goes to td - T // steps, which is not the next timestep of
-            # the grid when steps does not divide T; step to the next one (our 0 = the clean image) instead
-            t_prev = timesteps[i + 1] + 1 if i + 1 < len(timesteps) else 0
+    for i, t in enumerate(timesteps):
+        tt = torch.full((n,), t, device=device)
+        eps = f(x, ddpm.time_input(tt))
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1  # -1: the clean image
+        if scheduler is not None:
+            x = scheduler.step(eps, t, x, generator=gen if sampler in STOCHASTIC else None).prev_sample
+        elif sampler == "ddim":
+            # by hand: diffusers' DDIMScheduler.step goes to t - T // steps, which is not the next timestep of the
+            # grid when steps does not divide T
             x = schedule.ddim_step(x, tt, torch.full_like(tt, t_prev), eps)
-        else:
-            x = scheduler.step(eps, td, x, generator=gen if sampler in STOCHASTIC else None).prev_sample
+        else:  # the full ancestral chain (B.5): no noise on the last step, whose posterior variance is 0
+            x = schedule.step(x, tt, tt - 1, eps, randn(x.shape, gen, device))
         if _frames(frame_every, i, len(timesteps)):
             frames.append(x.clamp(0, 1).cpu())
     return x.clamp(0, 1).cpu(), frames
 
 
 def trailing_timesteps(num_ts: int, steps: int) -> list[int]:
-    """diffusers' "trailing" timesteps (0-based, the first T - 1) for `steps` steps: round(T - i T / steps) - 1.
+    """diffusers' "trailing" timesteps (the first T - 1) for `steps` steps: round(T - i T / steps) - 1.
 
     From the step index, because diffusers' np.arange(T, 0, -T / steps) gives steps + 1 values, the last -1, when
     T / steps rounds down (for T = 300: 7, 14, 28, 55, 56, 110, ... steps)."""
@@ -88,12 +83,12 @@ def trailing_timesteps(num_ts: int, steps: int) -> list[int]:
     return [int(v) - 1 for v in np.round(num_ts - np.arange(steps) * (num_ts / steps))]
 
 
-def diffusers_scheduler(sampler: str, schedule: DDPMSchedule):
-    """A diffusers scheduler with exactly our linear betas (no clipping or thresholding of x0); `sample_ddpm` gives
-    it `trailing_timesteps`. DDIM has none: `DDPMSchedule.ddim_step` takes its steps."""
+def diffusers_scheduler(sampler: str, schedule: NoiseSchedule):
+    """A diffusers scheduler with exactly our betas (no clipping or thresholding of x0); `sample_ddpm` gives it
+    `trailing_timesteps`. DDIM has none: `NoiseSchedule.ddim_step` takes its steps."""
     from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
-    betas = schedule.betas[1:].double().numpy()
+    betas = schedule.betas.double().numpy()
     common = dict(num_train_timesteps=schedule.num_ts, trained_betas=betas, prediction_type="epsilon")
     if sampler == "ddpm":
         return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
@@ -112,8 +107,8 @@ def sample_flow(model: UNet, n: int, gen: torch.Generator, *, labels: torch.Tens
     if sampler not in FLOW_SAMPLERS:
         raise ValueError(f"unknown flow sampler {sampler!r}; expected one of {FLOW_SAMPLERS}")
     device = next(model.parameters()).device
-    f = guided(model, labels, gamma)
-    x = _noise((n, 1, 28, 28), gen, device)
+    f = with_cfg(model, labels, gamma)
+    x = randn((n, 1, 28, 28), gen, device)
     frames: list[torch.Tensor] = []
     dt = 1.0 / steps
     for i in range(steps):
@@ -133,48 +128,26 @@ def digit_labels(per_class: int) -> torch.Tensor:
     return torch.arange(NUM_CLASSES).repeat_interleave(per_class)
 
 
-@dataclass(frozen=True)
-class SamplerChoice:
-    """Which sampler and how many steps for each model family (params.yaml `sample`)."""
-    ddpm_sampler: str = "ddpm"
-    ddpm_steps: int = 0          # 0 = all T steps
-    flow_sampler: str = "euler"
-    flow_steps: int = 50
-
-    @classmethod
-    def from_params(cls, sample: dict) -> "SamplerChoice":
-        return cls(sample["ddpm_sampler"], sample["ddpm_steps"], sample["flow_sampler"], sample["flow_steps"])
-
-    def steps(self, kind: str, num_ts: int = 300) -> int:
-        return (self.ddpm_steps or num_ts) if kind.endswith("_ddpm") else self.flow_steps
-
-    def frame_every(self, kind: str, num_ts: int = 300, frames: int = 30) -> int:
-        """Record every k-th step so that a sampling GIF has about `frames` frames."""
-        return max(1, self.steps(kind, num_ts) // frames)
-
-    def describe(self, kind: str, num_ts: int = 300) -> str:
-        """A caption fragment, e.g. 'DPM-Solver++ sampling, 30 steps'."""
-        if kind.endswith("_ddpm"):
-            name = {"ddpm": "DDPM ancestral", "ddim": "DDIM", "dpmsolver": "DPM-Solver++",
-                    "dpmsolver_sde": "SDE-DPM-Solver++"}[self.ddpm_sampler]
-            return f"{name} sampling, {self.steps(kind, num_ts)} steps"
-        return f"{self.flow_sampler.capitalize()} integration of the flow, {self.flow_steps} steps"
+def sampling_family(params: dict, name: str) -> Family:
+    """The family of `models.<name>` as its sampler needs it (a DDPM with its training schedule, `ddpm` params)."""
+    kind = model_kind(params, name)
+    return make_family(kind, NoiseSchedule.linear(**params["ddpm"]) if kind.family == "ddpm" else None)
 
 
-def generate(model: UNet, kind: str, n: int, gen: torch.Generator, *, choice: SamplerChoice = SamplerChoice(),
-             schedule: DDPMSchedule | None = None, labels: torch.Tensor | None = None, gamma: float = 5.0,
+def generate(model: UNet, family: Family, n: int, gen: torch.Generator, *, choice: SamplerChoice = SamplerChoice(),
+             labels: torch.Tensor | None = None, gamma: float = 5.0,
              frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Sample any generative kind with the sampler `choice` names for its family."""
-    if kind.endswith("_ddpm"):
-        if schedule is None:
-            raise ValueError("DDPM sampling needs the training schedule")
-        return sample_ddpm(model, schedule, n, gen, labels=labels, gamma=gamma, sampler=choice.ddpm_sampler,
+    """Sample a generative family's UNet with the sampler `choice` names for that family."""
+    if isinstance(family, DDPM):
+        return sample_ddpm(model, family, n, gen, labels=labels, gamma=gamma, sampler=choice.ddpm_sampler,
                            steps=choice.ddpm_steps, frame_every=frame_every)
-    return sample_flow(model, n, gen, labels=labels, gamma=gamma, sampler=choice.flow_sampler,
-                       steps=choice.flow_steps, frame_every=frame_every)
+    if isinstance(family, FlowMatching):
+        return sample_flow(model, n, gen, labels=labels, gamma=gamma, sampler=choice.flow_sampler,
+                           steps=choice.flow_steps, frame_every=frame_every)
+    raise ValueError(f"{family.kind.name} is not a generative family; sample *_ddpm or *_fm models")
 
 
-def generate_in_batches(model: UNet, kind: str, n: int, gen: torch.Generator, batch_size: int,
+def generate_in_batches(model: UNet, family: Family, n: int, gen: torch.Generator, batch_size: int,
                         precision: str = "auto", labels: torch.Tensor | None = None, **opts) -> torch.Tensor:
     """n images (one per label when labels are given), batch by batch, quantized to 8 bits like saved samples."""
     from difflab.pipeline.runtime import autocast
@@ -184,6 +157,6 @@ def generate_in_batches(model: UNet, kind: str, n: int, gen: torch.Generator, ba
     for i in range(0, n, batch_size):
         m = min(batch_size, n - i)
         with autocast(device, precision):
-            out.append(generate(model, kind, m, gen, labels=None if labels is None else labels[i:i + m],
+            out.append(generate(model, family, m, gen, labels=None if labels is None else labels[i:i + m],
                                 **opts)[0])
     return torch.cat(out).mul(255).round().div(255)

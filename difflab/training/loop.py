@@ -16,13 +16,20 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from difflab.core import families as objectives
+from difflab.core.families import Family, make_family
+from difflab.core.schedule import NoiseSchedule
+from difflab.core.weights import save_model
 from difflab.pipeline.errors import DifflabError, write_atomically
 from difflab.pipeline.paths import Outputs
-from difflab.pipeline.runtime import (autocast, code_fingerprint, generator, resolve_device, resolve_precision, run_info,
-                             seed_everything)
-from difflab.core.schedule import DDPMSchedule
-from difflab.core.weights import save_model
+from difflab.pipeline.runtime import (
+    autocast,
+    code_fingerprint,
+    generator,
+    resolve_device,
+    resolve_precision,
+    run_info,
+    seed_everything,
+)
 
 
 @dataclass
@@ -42,10 +49,10 @@ class TrainConfig:
     precision: str = "auto"
     ema_decay: float = 0.0     # snapshots and the model are an EMA of the weights (`EMA`); 0 = off
     warmup_steps: int = 0      # lr rises linearly over the first optimizer steps (`warmup_factor`); 0 = off
-    t_sampling: str = "uniform"  # flow kinds: uniform | logit_normal (objectives.sample_flow_t)
+    t_sampling: str = "uniform"  # flow kinds: uniform | logit_normal (families.sample_flow_t)
     t_logit_mean: float = 0.0
     t_logit_std: float = 1.0
-    min_snr_gamma: float = 0.0  # DDPM kinds: min-SNR-gamma loss weights (objectives.min_snr_weight); 0 = off
+    min_snr_gamma: float = 0.0  # DDPM kinds: min-SNR-gamma loss weights (families.min_snr_weight); 0 = off
 
 
 class EMA:
@@ -106,7 +113,7 @@ def _digest(*parts: bytes | str) -> str:
     return h.hexdigest()[:16]
 
 
-def run_identity(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, schedule: DDPMSchedule | None) -> dict[str, str]:
+def run_identity(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, schedule: NoiseSchedule | None) -> dict[str, str]:
     """Every input that changes what a run computes, each hashed: a checkpoint resumes only a run whose identity
     is equal in every part (settings, training data, noise schedule, the device and precision that really run, and
     the code), and a mismatch names the parts that changed."""
@@ -127,7 +134,7 @@ class TrainingDiverged(DifflabError, FloatingPointError):
 
 
 def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Outputs,
-          schedule: DDPMSchedule | None = None,
+          schedule: NoiseSchedule | None = None,
           on_step: Callable[[int, torch.nn.Module], None] | None = None) -> dict:
     """Train `cfg.kind` on images x (N,1,28,28 in [0,1]) and labels y; returns the final summary metrics.
     `on_step(steps_done, model)` is called after every optimizer step with the raw weights (bench/frontier.py
@@ -136,77 +143,115 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    model = objectives.build_model(cfg.kind, cfg.hidden).to(device)
+    family = make_family(cfg.kind, schedule, p_uncond=cfg.p_uncond, sigma=cfg.sigma, t_sampling=cfg.t_sampling,
+                         t_logit_mean=cfg.t_logit_mean, t_logit_std=cfg.t_logit_std, min_snr_gamma=cfg.min_snr_gamma)
+    model = family.build(cfg.hidden).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.1 ** (1 / cfg.epochs)) if cfg.lr_decay else None
-    gen = generator(device, cfg.seed)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    trained = _WithEMA(model, ema) if ema is not None else model
-    start, live_step = 1, 0
+    run = _Run(name, cfg, family, model, opt, sched, generator(device, cfg.seed), ema, on_step)
     identity = run_identity(cfg, x, y, schedule)
-    state = _load_checkpoint(out.checkpoint, identity, cfg.epochs, name)
-    if state is not None:
-        trained.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        if sched is not None:
-            sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        start, live_step = state["epoch"] + 1, state["live_step"]
-        _truncate_live(out.live, live_step)
-        print(f"[{name}] resuming after epoch {state['epoch']} from {out.checkpoint / 'last.pt'}")
-    else:
-        _clean(out)
-    live = Live(str(out.live), resume=state is not None, dvcyaml=False, save_dvc_exp=False)
-    live.step = live_step
+    start, live_step = run.resume(out, identity)
+    run.live = Live(str(out.live), resume=start > 1, dvcyaml=False, save_dvc_exp=False)
+    run.live.step = live_step
     x, y = x.to(device), y.to(device)
-    n, snapshots = len(x), set(cfg.snapshots) | {cfg.epochs}
-    epoch_loss = float("nan")
+    snapshots, epoch_loss = set(cfg.snapshots) | {cfg.epochs}, float("nan")
     for epoch in range(start, cfg.epochs + 1):
-        model.train()
-        perm = torch.randperm(n, generator=gen, device=device)
-        total, count = 0.0, 0
-        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{name} epoch {epoch}/{cfg.epochs}", leave=False,
-                   mininterval=2)
-        for i in bar:
-            idx = perm[i:i + cfg.batch_size]
-            with autocast(device, cfg.precision):
-                loss = objectives.loss(cfg.kind, model, x[idx], y[idx], gen, sigma=cfg.sigma,
-                                       p_uncond=cfg.p_uncond, schedule=schedule, t_sampling=cfg.t_sampling,
-                                       t_logit_mean=cfg.t_logit_mean, t_logit_std=cfg.t_logit_std,
-                                       min_snr_gamma=cfg.min_snr_gamma)
-            value = loss.item()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"training {name}: loss became {value} at epoch {epoch}, step {live.step}; "
-                                       f"no model was written. Lower `lr` or set `grad_clip` for {name} in params.yaml")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            _step(opt, warmup_factor(live.step, cfg.warmup_steps))
-            if ema is not None:
-                ema.update(model)
-            if on_step is not None:
-                on_step(live.step + 1, model)
-            total, count = total + value * len(idx), count + len(idx)
-            live.log_metric("train/loss", value)
-            if i + cfg.batch_size >= n:  # epoch rows share the last batch's step, so they truncate with it
-                epoch_loss = total / count
-                live.log_metric("epoch/loss", epoch_loss)
-                live.log_metric("epoch/lr", opt.param_groups[0]["lr"])
-            live.next_step()
-            bar.set_postfix(loss=f"{value:.4f}", refresh=False)  # redraw at tqdm's mininterval, not every step
+        epoch_loss = run.epoch(x, y, epoch)
         print(f"[{name}] epoch {epoch}/{cfg.epochs} loss {epoch_loss:.5f}")
         if sched is not None:
             sched.step()
         if epoch in snapshots:
-            save_model(out.snapshots / f"epoch_{epoch:02d}.safetensors", ema.model if ema else model, cfg.kind)
-        _save_checkpoint(out.checkpoint, identity, epoch, live.step, trained, opt, sched, gen)
-    save_model(out.model, ema.model if ema else model, cfg.kind)
+            save_model(out.snapshots / f"epoch_{epoch:02d}.safetensors", run.weights, cfg.kind)
+        _save_checkpoint(out.checkpoint, identity, epoch, run.live.step, run.trained, opt, sched, run.gen)
+    save_model(out.model, run.weights, cfg.kind)
     _finish_checkpoint(out.checkpoint, identity)
-    live.summary["final_epoch_loss"] = epoch_loss
-    live.summary["run"] = run_info(device, cfg.precision)
-    live.make_summary()
+    run.live.summary["final_epoch_loss"] = epoch_loss
+    run.live.summary["run"] = run_info(device, cfg.precision)
+    run.live.make_summary()
     return {"final_epoch_loss": epoch_loss}
+
+
+@dataclass
+class _Run:
+    """The moving parts of one training run, and its epoch."""
+    name: str
+    cfg: TrainConfig
+    family: Family
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler | None
+    gen: torch.Generator
+    ema: EMA | None
+    on_step: Callable[[int, torch.nn.Module], None] | None
+    live: object = None  # dvclive.Live, opened after resume() decided whether it resumes
+
+    @property
+    def trained(self):
+        """What a checkpoint holds: the model, with its EMA when there is one."""
+        return _WithEMA(self.model, self.ema) if self.ema is not None else self.model
+
+    @property
+    def weights(self) -> torch.nn.Module:
+        """What snapshots and the final model save: the EMA when there is one."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def resume(self, out: Outputs, identity: dict) -> tuple[int, int]:
+        """(first epoch, DVCLive step): from an interrupted identical run's checkpoint, else afresh from clean
+        outputs."""
+        state = _load_checkpoint(out.checkpoint, identity, self.cfg.epochs, self.name)
+        if state is None:
+            _clean(out)
+            return 1, 0
+        self.trained.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        if self.sched is not None:
+            self.sched.load_state_dict(state["sched"])
+        self.gen.set_state(state["gen"])
+        _truncate_live(out.live, state["live_step"])
+        print(f"[{self.name}] resuming after epoch {state['epoch']} from {out.checkpoint / 'last.pt'}")
+        return state["epoch"] + 1, state["live_step"]
+
+    def epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
+        """One pass over the data in a fresh random order; returns the epoch's mean loss."""
+        cfg, live, n = self.cfg, self.live, len(x)
+        self.model.train()
+        perm = torch.randperm(n, generator=self.gen, device=x.device)
+        total, count = 0.0, 0
+        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{self.name} epoch {epoch}/{cfg.epochs}", leave=False,
+                   mininterval=2)
+        for i in bar:
+            idx = perm[i:i + cfg.batch_size]
+            value = self.update(x[idx], y[idx], epoch)
+            total, count = total + value * len(idx), count + len(idx)
+            live.log_metric("train/loss", value)
+            if i + cfg.batch_size >= n:  # epoch rows share the last batch's step, so they truncate with it
+                live.log_metric("epoch/loss", total / count)
+                live.log_metric("epoch/lr", self.opt.param_groups[0]["lr"])
+            live.next_step()
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)  # redraw at tqdm's mininterval, not every step
+        return total / count
+
+    def update(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
+        """One optimizer step on a batch (lr warm-up, grad clipping, EMA); returns the batch loss."""
+        cfg = self.cfg
+        with autocast(x.device, cfg.precision):
+            loss = self.family.loss(self.model, x, y, self.gen)
+        value = loss.item()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"training {self.name}: loss became {value} at epoch {epoch}, step "
+                                   f"{self.live.step}; no model was written. Lower `lr` or set `grad_clip` for "
+                                   f"{self.name} in params.yaml")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        _step(self.opt, warmup_factor(self.live.step, cfg.warmup_steps))
+        if self.ema is not None:
+            self.ema.update(self.model)
+        if self.on_step is not None:
+            self.on_step(self.live.step + 1, self.model)
+        return value
 
 
 def _step(opt: torch.optim.Optimizer, lr_scale: float) -> None:

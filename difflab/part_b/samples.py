@@ -1,0 +1,129 @@
+"""sample@<name>: a generative model's sample grids per snapshot epoch, a GIF of the sampling process, its loss
+curve, and the samples the evaluation scores (Fréchet distance, accuracy, legibility), with their captions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from difflab.core.families import Family
+from difflab.core.weights import load_model
+from difflab.evaluation.classifier import load_classifier
+from difflab.evaluation.metrics import reference, sample_scores
+from difflab.figures import manifest, plots
+from difflab.figures.training_log import read_curve
+from difflab.pipeline import paths
+from difflab.pipeline.errors import MissingFileError
+from difflab.pipeline.runtime import autocast, generator, resolve_device, seed_everything, write_metrics
+from difflab.sampling.choice import SamplerChoice
+from difflab.sampling.samplers import digit_labels, generate, generate_in_batches, sampling_family
+
+PER_CLASS = 4  # samples per digit in the per-epoch grids (class models); unconditional grids show 4 x 10
+
+
+class SampleRun:
+    """What one sample@<name> run shows, and how it words it in captions."""
+
+    def __init__(self, name: str, params: dict):
+        self.name, self.params = name, params
+        self.model = params["models"][name]
+        self.family: Family = sampling_family(params, name)
+        self.conditional = self.family.kind.class_conditional
+        self.choice = SamplerChoice.from_params(params["sample"])
+        num_ts = self.family.schedule.num_ts if self.family.kind.family == "ddpm" else 0
+        self.sampler = self.choice.describe(self.family.kind.family, num_ts)
+        self.every = self.choice.frame_every(self.family.kind.family, num_ts)
+        self.gamma = params["gamma"] if self.conditional else 0.0
+        self.what = (f"{PER_CLASS} samples per digit (columns 0-9), CFG gamma={params['gamma']}" if self.conditional
+                     else f"{PER_CLASS * 10} unconditional samples")
+        self.how = self.sampler + (f", CFG gamma={params['gamma']}" if self.conditional else "")
+
+    def grid_order(self, images: torch.Tensor) -> torch.Tensor:
+        """Class samples come digit by digit; the grid shows digits as columns, PER_CLASS rows."""
+        if self.conditional:
+            return images.view(10, PER_CLASS, 1, 28, 28).transpose(0, 1)
+        return images.view(4, 10, 1, 28, 28)
+
+    def figures(self) -> list[manifest.Figure]:
+        """The manifest entries, in the course's order."""
+        train_sec, sample_sec = ("B.2.5", "B.2.6") if self.conditional else ("B.2.2", "B.2.3")
+        family = "flow-matching" if self.family.kind.family == "flow" else "DDPM"
+        made = f"{self.model['kind']} UNet ({manifest.describe_training(self.model)}), seed {self.params['seed']}"
+        figs = [manifest.Figure("loss.png", f"{self.name}: training loss",
+                                f"Per-step training loss (log scale, moving average in bold) of the {made}.",
+                                train_sec)]
+        for epoch in paths.snapshots(self.name):
+            figs.append(manifest.Figure(f"epoch_{epoch:02d}.png", f"{self.name}: samples after epoch {epoch}",
+                                        f"{self.what} from the {family} model after epoch {epoch} of "
+                                        f"{self.model['epochs']}; {self.sampler}; {made}.", sample_sec))
+        steps = "every step" if self.every == 1 else f"every {self.every} steps"
+        figs.append(manifest.Figure("process.gif", f"{self.name}: the sampling process",
+                                    f"The same {self.what} as they emerge from pure noise, {steps} of "
+                                    f"{self.sampler}; final model, {made}.", sample_sec))
+        figs.append(manifest.Figure("fid_samples.png", f"{self.name}: samples the metrics score",
+                                    f"Samples from the final model that the Fréchet distance and intended-class "
+                                    f"accuracy score ({self.params['sample']['n_fid']} in all; {self.how}); {made}.",
+                                    "B.eval"))
+        return figs
+
+
+def write_samples(name: str, params: dict) -> dict:
+    """Every output of sample@<name> into reports/samples/<name>; returns the scores written to its metrics."""
+    run = SampleRun(name, params)
+    out = paths.REPORTS / "samples" / name
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(params["device"])
+    seed_everything(params["seed"])
+    labels = digit_labels(PER_CLASS) if run.conditional else None
+    opts = dict(gamma=run.gamma, choice=run.choice)
+    cols = [str(d) for d in range(10)] if run.conditional else []
+    what = f"CFG gamma={params['gamma']}" if run.conditional else "unconditional"
+    snapshots = paths.snapshots(name)
+    if not snapshots:
+        raise MissingFileError(f"no snapshots in {paths.snapshot_dir(name)}; restore them with "
+                               f"`dvc checkout {paths.snapshot_dir(name)}` or retrain with `dvc repro train@{name}`")
+    for epoch, file in snapshots.items():
+        model, _ = load_model(file, device)
+        final = epoch == max(snapshots)  # the final snapshot is the final model: its run also records the GIF
+        with autocast(device, params["precision"]):
+            images, frames = generate(model, run.family, len(digit_labels(PER_CLASS)),
+                                      generator(device, params["seed"]), labels=labels,
+                                      frame_every=run.every if final else 0, **opts)
+        plots.image_grid(out / f"epoch_{epoch:02d}.png", run.grid_order(images), col_labels=cols,
+                         title=f"{name}: samples after epoch {epoch} ({what})")
+    plots.save_gif(out / "process.gif", [run.grid_order(f).reshape(-1, 1, 28, 28) for f in frames], nrow=10)
+    steps, losses = read_curve(paths.train_outputs(name).live)
+    plots.loss_curve(out / "loss.png", {name: (steps, losses)}, title=f"{name}: training loss", smooth=25)
+
+    model, _ = load_model(paths.model_file(name), device)
+    n = params["sample"]["n_fid"]
+    fid_labels = torch.arange(n) % 10 if run.conditional else None
+    images = generate_in_batches(model, run.family, n, generator(device, params["seed"] + 1),
+                                 params["sample"]["batch_size"], params["precision"], fid_labels,
+                                 **opts).mul(255).round().to(torch.uint8)
+    tensors = {"images": images.contiguous()}
+    if run.conditional:
+        tensors["labels"] = fid_labels.contiguous()
+    save_file(tensors, str(out / "samples.safetensors"))
+    scored_grid(out / "fid_samples.png", images, fid_labels, title=f"{name}: samples scored ({run.how})")
+
+    classifier = load_classifier(paths.CLASSIFIER, device)
+    scores = sample_scores(classifier, images.float() / 255, reference(classifier, paths.MNIST, n), fid_labels)
+    write_metrics(paths.REPORTS / "metrics" / f"sample_{name}.json", scores, device, params["precision"])
+    manifest.write(out, run.figures())
+    return scores
+
+
+def scored_grid(path: Path, images: torch.Tensor, labels: torch.Tensor | None, title: str) -> None:
+    """Up to 10 scored samples per digit (columns 0-9), or the first 40 unconditional ones."""
+    x = images.float() / 255
+    if labels is None:
+        rows = [list(x[i:i + 10]) for i in range(0, min(40, len(x)), 10)]
+        plots.image_grid(path, rows, title=title)
+        return
+    per_digit = [x[labels == d] for d in range(10)]
+    rows = [[p[r] for p in per_digit] for r in range(min(10, *(len(p) for p in per_digit)))]
+    plots.image_grid(path, rows, col_labels=[str(d) for d in range(10)], title=title)
+
+
