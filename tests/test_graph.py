@@ -206,3 +206,24 @@ def test_no_package_reaches_up_and_stages_import_only_the_library():
     assert packages == {pkg for layer in LAYERS for pkg in layer}, "every package needs a place in LAYERS"
     problems = layer_problems()
     assert not problems, "imports that break the layering:\n" + "\n".join(problems)
+
+
+def test_a_stage_module_runs_the_library_beside_it_not_the_installed_one(tmp_path):
+    """`python -m stages.<name>` from a repo root imports that root's difflab even though .venv holds an editable
+    install of another checkout, so scratch copies (the e2e tests, `make smoke`, DVC experiments in temp dirs) run
+    their own code."""
+    import subprocess
+    import sys
+
+    (tmp_path / "difflab").mkdir()
+    (tmp_path / "difflab" / "__init__.py").write_text("")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "probe.py").write_text("import difflab\nprint(difflab.__file__)\n")
+    out = subprocess.run([sys.executable, "-m", "stages.probe"], cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert Path(out) == tmp_path / "difflab" / "__init__.py"
+    (tmp_path / "elsewhere").mkdir()
+    installed = subprocess.run([sys.executable, "-c", "import difflab; print(difflab.__file__)"],
+                               cwd=tmp_path / "elsewhere", capture_output=True, text=True)
+    assert installed.returncode == 0, "difflab should import from anywhere (the editable install in .venv)"
+    assert Path(installed.stdout.strip()) == REPO / "difflab" / "__init__.py"
