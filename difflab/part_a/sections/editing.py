@@ -28,7 +28,7 @@ def sdedit_figure(a: PartA, file: str, section: str, edits: Sequence[EditImage],
     a.figure(file, section, title,
              f"Noised to strided index i_start and denoised with CFG and the generic prompt "
              f"{a.cfg.prompts.sdedit!r}: the smaller i_start, the more noise and the bigger the edit (a "
-             "new image at i_start = 0, the input at the last index). PSNR to the input per i_start is in "
+             "new image at i_start = 0, nearly the input at the largest). PSNR to the input per i_start is in "
              "the metrics.", rows, [e.name for e in edits], _i_start_labels(a))
     return distances
 
