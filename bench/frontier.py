@@ -25,7 +25,7 @@ from difflab.core.weights import load_model, save_model
 from difflab.data.mnist import load_mnist
 from difflab.evaluation.classifier import load_classifier
 from difflab.evaluation.metrics import reference, sample_scores
-from difflab.pipeline.params import load, model_kind
+from difflab.pipeline.params import load
 from difflab.pipeline.paths import Outputs
 from difflab.pipeline.runtime import generator, seed_everything
 from difflab.sampling.choice import SamplerChoice
@@ -87,7 +87,7 @@ def run_recipe(name: str, recipe: str, options: dict, params: dict, x, y, classi
                       device="cpu",
                       precision=params["precision"])
     xs, ys = (x[:subset], y[:subset]) if subset else (x, y)
-    schedule = NoiseSchedule.linear(**params["ddpm"]) if model_kind(params, name).family == "ddpm" else None
+    schedule = NoiseSchedule.for_model(params, name)
     steps_per_epoch = -(-len(xs) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     at = sorted({max(1, round(f * total)) for f in fractions})

@@ -6,7 +6,7 @@ from difflab.core.schedule import NoiseSchedule
 from difflab.data.mnist import load_mnist
 from difflab.pipeline import paths
 from difflab.pipeline.errors import run_stage
-from difflab.pipeline.params import ParamsError, load, model_kind
+from difflab.pipeline.params import ParamsError, load
 from difflab.training.loop import TrainConfig, train
 
 
@@ -23,8 +23,7 @@ def main(name: str) -> None:
     x, y = load_mnist(paths.MNIST, train=True)
     if subset:
         x, y = x[:subset], y[:subset]
-    schedule = NoiseSchedule.linear(**params["ddpm"]) if model_kind(params, name).family == "ddpm" else None
-    summary = train(name, cfg, x, y, paths.train_outputs(name), schedule)
+    summary = train(name, cfg, x, y, paths.train_outputs(name), NoiseSchedule.for_model(params, name))
     print(f"[{name}] done: {summary}")
 
 

@@ -7,8 +7,11 @@ Every function takes t as a Python int (one timestep for the batch) or as a (N,)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
+
+from difflab.pipeline.params import model_kind
 
 Timestep = int | torch.Tensor
 
@@ -36,16 +39,26 @@ class NoiseSchedule:
         betas = 1 - abar / torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
         return cls(abar.float(), betas.float())
 
+    @classmethod
+    def for_model(cls, params: dict, name: str) -> "NoiseSchedule | None":
+        """The training schedule of `models.<name>`: params' `ddpm` section for DDPM kinds, None for the others
+        (whose stages do not declare `ddpm`, so must not read it)."""
+        return cls.linear(**params["ddpm"]) if model_kind(params, name).family == "ddpm" else None
+
     @property
     def num_ts(self) -> int:
         return len(self.alphas_cumprod)
 
+    @cached_property
+    def _padded(self) -> torch.Tensor:
+        """alphas_cumprod with a trailing 1, so index -1 is the clean image."""
+        return torch.cat([self.alphas_cumprod, torch.ones(1)])
+
     def abar(self, t: Timestep, like: torch.Tensor) -> torch.Tensor:
         """abar_t on like's device and dtype (1 at t = -1): a scalar for an int t, (N, 1, .., 1) for a tensor t."""
-        padded = torch.cat([self.alphas_cumprod, torch.ones(1)])  # index -1 is the clean image
         if isinstance(t, int):
-            return padded[t].to(like.device)
-        return padded.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+            return self._padded[t].to(like.device)
+        return self._padded.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
     def forward(self, x0: torch.Tensor, t: Timestep, eps: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps  (A.2 / B.4)."""

@@ -35,9 +35,10 @@ class SampleRun:
         self.sampler = self.choice.describe(self.family.kind.family, num_ts)
         self.every = self.choice.frame_every(self.family.kind.family, num_ts)
         self.gamma = params["gamma"] if self.conditional else 0.0
-        self.what = (f"{PER_CLASS} samples per digit (columns 0-9), CFG gamma={params['gamma']}" if self.conditional
+        self.guidance = f"CFG gamma={params['gamma']}" if self.conditional else "unconditional"
+        self.what = (f"{PER_CLASS} samples per digit (columns 0-9), {self.guidance}" if self.conditional
                      else f"{PER_CLASS * 10} unconditional samples")
-        self.how = self.sampler + (f", CFG gamma={params['gamma']}" if self.conditional else "")
+        self.how = self.sampler + (f", {self.guidance}" if self.conditional else "")
 
     def grid_order(self, images: torch.Tensor) -> torch.Tensor:
         """Class samples come digit by digit; the grid shows digits as columns, PER_CLASS rows."""
@@ -78,7 +79,6 @@ def write_samples(name: str, params: dict) -> dict:
     labels = digit_labels(PER_CLASS) if run.conditional else None
     opts = dict(gamma=run.gamma, choice=run.choice)
     cols = [str(d) for d in range(10)] if run.conditional else []
-    what = f"CFG gamma={params['gamma']}" if run.conditional else "unconditional"
     snapshots = paths.snapshots(name)
     if not snapshots:
         raise MissingFileError(f"no snapshots in {paths.snapshot_dir(name)}; restore them with "
@@ -91,7 +91,7 @@ def write_samples(name: str, params: dict) -> dict:
                                       generator(device, params["seed"]), labels=labels,
                                       frame_every=run.every if final else 0, **opts)
         plots.image_grid(out / f"epoch_{epoch:02d}.png", run.grid_order(images), col_labels=cols,
-                         title=f"{name}: samples after epoch {epoch} ({what})")
+                         title=f"{name}: samples after epoch {epoch} ({run.guidance})")
     plots.save_gif(out / "process.gif", [run.grid_order(f).reshape(-1, 1, 28, 28) for f in frames], nrow=10)
     steps, losses = read_curve(paths.train_outputs(name).live)
     plots.loss_curve(out / "loss.png", {name: (steps, losses)}, title=f"{name}: training loss", smooth=25)

@@ -23,7 +23,7 @@ KIND_PARTS = {"denoiser": ("denoiser", "none"), "pure_noise": ("pure_noise", "no
               "time_ddpm": ("ddpm", "time"), "class_ddpm": ("ddpm", "class"),
               "time_fm": ("flow", "time"), "class_fm": ("flow", "class")}
 KINDS = tuple(KIND_PARTS)
-FAMILIES = ("denoiser", "pure_noise", "ddpm", "flow")
+FAMILIES = tuple(dict.fromkeys(family for family, _ in KIND_PARTS.values()))
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_sde")
 FLOW_SAMPLERS = ("euler", "heun")
 T_SAMPLINGS = ("uniform", "logit_normal")  # flow-matching training times

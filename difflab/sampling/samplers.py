@@ -59,15 +59,15 @@ def sample_ddpm(model: UNet, ddpm: DDPM, n: int, gen: torch.Generator, *, labels
     for i, t in enumerate(timesteps):
         tt = torch.full((n,), t, device=device)
         eps = f(x, ddpm.time_input(tt))
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1  # -1: the clean image
+        t_prev = torch.full_like(tt, timesteps[i + 1] if i + 1 < len(timesteps) else -1)  # -1: the clean image
         if scheduler is not None:
             x = scheduler.step(eps, t, x, generator=gen if sampler in STOCHASTIC else None).prev_sample
         elif sampler == "ddim":
             # by hand: diffusers' DDIMScheduler.step goes to t - T // steps, which is not the next timestep of the
             # grid when steps does not divide T
-            x = schedule.ddim_step(x, tt, torch.full_like(tt, t_prev), eps)
+            x = schedule.ddim_step(x, tt, t_prev, eps)
         else:  # the full ancestral chain (B.5): no noise on the last step, whose posterior variance is 0
-            x = schedule.step(x, tt, tt - 1, eps, randn(x.shape, gen, device))
+            x = schedule.step(x, tt, t_prev, eps, randn(x.shape, gen, device))
         if _frames(frame_every, i, len(timesteps)):
             frames.append(x.clamp(0, 1).cpu())
     return x.clamp(0, 1).cpu(), frames
@@ -130,8 +130,7 @@ def digit_labels(per_class: int) -> torch.Tensor:
 
 def sampling_family(params: dict, name: str) -> Family:
     """The family of `models.<name>` as its sampler needs it (a DDPM with its training schedule, `ddpm` params)."""
-    kind = model_kind(params, name)
-    return make_family(kind, NoiseSchedule.linear(**params["ddpm"]) if kind.family == "ddpm" else None)
+    return make_family(model_kind(params, name), NoiseSchedule.for_model(params, name))
 
 
 def generate(model: UNet, family: Family, n: int, gen: torch.Generator, *, choice: SamplerChoice = SamplerChoice(),
