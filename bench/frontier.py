@@ -21,7 +21,8 @@ import torch
 
 from difflab.core.families import build_model, make_family
 from difflab.core.schedule import NoiseSchedule
-from difflab.core.weights import load_model, save_model
+from difflab.core.inference import load_for_inference
+from difflab.core.weights import save_model
 from difflab.data.mnist import load_mnist
 from difflab.evaluation.classifier import load_classifier
 from difflab.evaluation.metrics import reference, sample_scores
@@ -66,7 +67,7 @@ RUN_OPTIONS = ("seed",)
 
 def score(model_file: Path, kind: str, params: dict, classifier, ref, schedule, n: int) -> dict:
     """Sample n images the way sample@<name> does and score them like its metrics JSON."""
-    model, _ = load_model(model_file, "cpu")
+    model, _ = load_for_inference(model_file, "cpu")
     family = make_family(kind, schedule)
     labels = torch.arange(n) % 10 if family.kind.class_conditional else None
     images = generate_in_batches(model, family, n, generator(torch.device("cpu"), params["seed"] + 1),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from difflab.core.inference import load_for_inference
 from difflab.core.weights import load_model
 from difflab.evaluation.classifier import load_classifier
 from difflab.evaluation.metrics import reference, sample_scores
@@ -36,8 +37,8 @@ def run(model, family, choice, n, params, classifier, ref) -> dict:
 def forward_paths(path: Path, params: dict, seconds: float) -> float:
     """CFG forward throughput (samples/s) of the saved class model: fp32 with BatchNorm, 500 samples (1000 rows) per
     forward (the reference), against the fast path: folded BatchNorm, channels-last, bf16, `sample.batch_size`."""
-    fast, _ = load_model(path, "cpu")
-    plain, _ = load_model(path, "cpu", fused=False)
+    fast, _ = load_for_inference(path, "cpu")
+    plain, _ = load_model(path, "cpu")
     rates = {}
     for label, model, batch, precision in (("reference", plain, 500, "fp32"),
                                            ("fast", fast, params["sample"]["batch_size"], "auto")):
@@ -75,7 +76,7 @@ def main() -> None:
     print(f"{'model':<12}{'sampler':<11}{'steps':>6}{'NFE':>6}{'FD':>9}{'acc':>7}{'seconds':>9}")
     results = {}
     for name, grid in (("class_ddpm", ddpm_grid), ("class_fm", flow_grid)):
-        model, _ = load_model(paths.model_file(name), "cpu")
+        model, _ = load_for_inference(paths.model_file(name), "cpu")
         family = sampling_family(params, name)
         for sampler, steps in grid:
             choice = (SamplerChoice(ddpm_sampler=sampler, ddpm_steps=steps) if family.kind.family == "ddpm"

@@ -4,11 +4,11 @@ import time
 from difflab.data.mnist import load_mnist
 from difflab.evaluation.classifier import (
     ClassifierConfig,
+    accuracy,
     predict,
     save_classifier,
     train_classifier,
 )
-from difflab.evaluation.metrics import accuracy
 from difflab.pipeline import paths
 from difflab.pipeline.errors import run_stage
 from difflab.pipeline.params import load

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from difflab.core.families import build_model
+from difflab.core.inference import fold_batchnorm
 from difflab.core.unet import UNet, one_hot
 
 
@@ -136,7 +137,7 @@ def test_one_hot_drop_zeroes_rows():
 
 
 @pytest.mark.parametrize("kind", ["denoiser", "class_ddpm", "time_fm"])
-def test_for_inference_folds_batchnorm_and_computes_the_same_function(kind):
+def test_fold_batchnorm_folds_batchnorm_and_computes_the_same_function(kind):
     torch.manual_seed(0)
     model = build_model(kind, 8)
     opt = torch.optim.SGD(model.parameters(), 0.1)
@@ -149,7 +150,7 @@ def test_for_inference_folds_batchnorm_and_computes_the_same_function(kind):
     x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():
         expected = model(x, *cond)
-        fused = copy.deepcopy(model).for_inference()
+        fused = fold_batchnorm(copy.deepcopy(model))
         got = fused(x, *cond)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert expected.abs().mean() > 1e-3

@@ -8,9 +8,10 @@ import torch
 
 from difflab.backbones.base import Backbone
 from difflab.core.families import DDPM
+from difflab.core.inference import load_for_inference
+from difflab.core.reverse import posterior_variance
 from difflab.core.schedule import NoiseSchedule
 from difflab.core.unet import NUM_CLASSES, UNet
-from difflab.core.weights import load_model
 from difflab.pipeline.digit_prompts import parse_prompt
 from difflab.pipeline.errors import CorruptFileError
 from difflab.pipeline.runtime import autocast
@@ -29,7 +30,7 @@ class MnistBackbone(Backbone):
 
     @cached_property
     def model(self) -> UNet:
-        model, kind = load_model(self.model_path, self.device)
+        model, kind = load_for_inference(self.model_path, self.device)
         if kind != "class_ddpm":
             raise CorruptFileError(f"{self.model_path} is a {kind!r} model; the MNIST backbone needs the class_ddpm "
                                    f"model: restore it with `dvc checkout {self.model_path}`")
@@ -59,7 +60,7 @@ class MnistBackbone(Backbone):
             eps = self.model(x_t.to(self.device), tt, embeds.to(self.device)).float()
         if t_prev is None:
             return eps, None
-        return eps, self.schedule.posterior_variance(t, t_prev, eps).expand_as(eps)
+        return eps, posterior_variance(self.schedule, t, t_prev, eps).expand_as(eps)
 
     def encode(self, images01: torch.Tensor) -> torch.Tensor:
         return images01

@@ -3,6 +3,8 @@
 Timesteps are t = 0..T-1 with abar_t = alphas_cumprod[t] (abar_0 < 1: t = 0 is already slightly noisy), and
 t = -1 stands for the clean image (abar = 1), the target of a sampler's last step, as in diffusers' schedulers.
 Every function takes t as a Python int (one timestep for the batch) or as a (N,) tensor (one per image).
+Training imports this file; the reverse-process steps that only sampling takes are in difflab.core.reverse, so an edit
+to a sampler step never invalidates training.
 """
 from __future__ import annotations
 
@@ -64,41 +66,6 @@ class NoiseSchedule:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps  (A.2 / B.4)."""
         abar = self.abar(t, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
-
-    def x0_from_eps(self, x_t: torch.Tensor, t: Timestep, eps: torch.Tensor) -> torch.Tensor:
-        """Invert the forward process with a noise estimate: x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-        abar = self.abar(t, x_t)
-        return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
-
-    def posterior_variance(self, t: Timestep, t_prev: Timestep, like: torch.Tensor) -> torch.Tensor:
-        """beta_tilde of the step t -> t_prev: (1 - abar_prev) / (1 - abar_t) * beta, beta = 1 - abar_t / abar_prev
-        (DDPM eq. 7, for any stride); 0 when t_prev = -1."""
-        abar_t, abar_prev = self.abar(t, like), self.abar(t_prev, like)
-        return (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
-
-    def step(self, x_t: torch.Tensor, t: Timestep, t_prev: Timestep, eps: torch.Tensor, noise: torch.Tensor,
-             variance: torch.Tensor | None = None, clean=None) -> torch.Tensor:
-        """One ancestral step t -> t_prev < t (A.3, DDPM Alg. 2 for any stride):
-        x_prev = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(alpha)(1 - abar_prev) / (1 - abar_t) x_t + sqrt(v) z,
-        alpha = abar_t / abar_prev, beta = 1 - alpha, x0 from eps (passed through `clean`, e.g. IF's dynamic
-        thresholding, when given); v is `variance` (a model's learned one) or the posterior variance beta_tilde."""
-        abar, abar_prev = self.abar(t, x_t), self.abar(t_prev, x_t)
-        alpha = abar / abar_prev
-        beta = 1 - alpha
-        x0 = self.x0_from_eps(x_t, t, eps)
-        if clean is not None:
-            x0 = clean(x0)
-        mean = abar_prev.sqrt() * beta / (1 - abar) * x0 + alpha.sqrt() * (1 - abar_prev) / (1 - abar) * x_t
-        if variance is None:
-            variance = self.posterior_variance(t, t_prev, x_t)
-        return mean + variance.sqrt() * noise
-
-    def ddim_step(self, x_t: torch.Tensor, t: Timestep, t_prev: Timestep, eps: torch.Tensor) -> torch.Tensor:
-        """Deterministic DDIM step t -> t_prev < t (Song et al. eq. 12, eta = 0):
-        x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps; t_prev = -1 returns x0_hat."""
-        x0 = self.x0_from_eps(x_t, t, eps)
-        abar_prev = self.abar(t_prev, x_t)
-        return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
 
 
 def flow_interpolate(x_noise: torch.Tensor, x_data: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -82,20 +82,6 @@ class UNet(nn.Module):
         if conditioning == "class":
             self.fc1_c, self.fc2_c = FCBlock(NUM_CLASSES, 2 * d), FCBlock(NUM_CLASSES, d)
 
-    @torch.no_grad()
-    def for_inference(self) -> "UNet":
-        """Fold every eval-mode BatchNorm into the conv before it and use channels_last: the same function, ~1.2-2x
-        faster to sample on CPU. In place; the model can no longer be trained."""
-        from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-        self.eval()
-        for block in self.modules():
-            if isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], nn.BatchNorm2d):
-                conv = block[0]
-                block[0] = fuse_conv_bn_eval(conv, block[1], transpose=isinstance(conv, nn.ConvTranspose2d))
-                block[1] = nn.Identity()
-        return self.to(memory_format=torch.channels_last)
-
     def _modulate(self, h: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor | None) -> torch.Tensor:
         t_emb = t_emb[:, :, None, None]
         if c_emb is not None:

@@ -21,9 +21,9 @@ def save_model(path: str | Path, model: UNet, kind: str) -> None:
     write_atomically(path, save(state, metadata={"config": json.dumps({"kind": kind, "hidden": model.hidden})}))
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu", fused: bool = True) -> tuple[UNet, str]:
-    """Rebuild a saved UNet in eval mode, by default with BatchNorm folded for fast inference (UNet.for_inference);
-    returns (model, kind)."""
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[UNet, str]:
+    """Rebuild a saved UNet in eval mode, as trained (difflab.core.inference.load_for_inference folds it for
+    sampling); returns (model, kind)."""
     config, state = read_weights(path)
     try:
         model = build_model(config["kind"], config["hidden"])
@@ -32,5 +32,4 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", fused: bool
         raise CorruptFileError(f"model file {path} is corrupt or not a difflab model ({type(err).__name__}: "
                                f"{str(err)[:200]}); restore it with `dvc checkout {path}`, or retrain it with "
                                "`dvc repro`") from err
-    model = model.to(device).eval()
-    return (model.for_inference() if fused else model), config["kind"]
+    return model.to(device).eval(), config["kind"]

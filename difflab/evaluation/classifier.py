@@ -94,6 +94,12 @@ def _batched(fn, model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
                       for i in range(0, len(images01), EVAL_BATCH)])
 
 
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose arg-max logit is the label (the classifier stage's test accuracy, and intended-class
+    accuracy of samples)."""
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
 def predict(model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
     """Logits N×10 (fp32, on the CPU) for images N×1×28×28 in [0, 1]."""
     return _batched(model, model, images01)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from difflab.data.mnist import load_mnist
-from difflab.evaluation.classifier import features, features_and_logits
+from difflab.evaluation.classifier import accuracy, features, features_and_logits
 
 Stats = tuple[np.ndarray, np.ndarray]
 
@@ -56,11 +56,6 @@ def frechet_distance(a: Stats, b: Stats, eps: float = 1e-6) -> float:
             covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(covmean)))
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of rows whose arg-max logit is the label."""
-    return (logits.argmax(1) == labels).float().mean().item()
 
 
 def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> dict[str, float | None]:

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 
 from difflab.backbones.base import Backbone
+from difflab.core.reverse import ancestral_step, x0_from_eps
 from difflab.part_a.views import View
 from difflab.pipeline.runtime import randn
 
@@ -51,7 +52,7 @@ def noise_timestep(num_train_timesteps: int, fraction: float) -> int:
 def one_step_denoise(backbone: Backbone, x_t: torch.Tensor, t: int, noise_fn: NoiseFn) -> torch.Tensor:
     """The clean image in a single jump from t (A.1.3)."""
     eps, _ = noise_fn(x_t, t, None)
-    return backbone.schedule.x0_from_eps(x_t, t, eps)
+    return x0_from_eps(backbone.schedule, x_t, t, eps)
 
 
 # ---------------------------------------------------------------- noise estimates
@@ -111,7 +112,7 @@ def iterative_denoise(backbone: Backbone, x_t: torch.Tensor, timesteps: Sequence
     known = (x_orig, mask) inpaints (A.1.7.2): after every step the region outside the mask is replaced by the
     original noised to the new timestep, x_t <- m x_t + (1 - m) forward(x_orig, t).
     to_clean adds diffusers' last step from timesteps[-1] to the clean image (abar = 1, no noise), as IFPipeline
-    does; clean post-processes every x0 estimate (see `NoiseSchedule.step`).
+    does; clean post-processes every x0 estimate (see `reverse.ancestral_step`).
     Returns the result and, every keep_every steps, (t, x_t) frames from before that step.
     """
     x, frames = x_t, []
@@ -121,10 +122,10 @@ def iterative_denoise(backbone: Backbone, x_t: torch.Tensor, timesteps: Sequence
             frames.append((t, x))
         if t_prev < 0:  # the final step draws no noise (diffusers draws none at t = 0)
             eps, _ = noise_fn(x, t, None)
-            x = backbone.schedule.step(x, t, t_prev, eps, torch.zeros_like(x), torch.zeros_like(x), clean)
+            x = ancestral_step(backbone.schedule, x, t, t_prev, eps, torch.zeros_like(x), torch.zeros_like(x), clean)
             continue
         eps, variance = noise_fn(x, t, t_prev)
-        x = backbone.schedule.step(x, t, t_prev, eps, randn(x.shape, gen, x.device), variance, clean)
+        x = ancestral_step(backbone.schedule, x, t, t_prev, eps, randn(x.shape, gen, x.device), variance, clean)
         if known is not None:
             x_orig, mask = known
             x = mask * x + (1 - mask) * backbone.schedule.forward(x_orig, t_prev, randn(x.shape, gen, x.device))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from difflab.core.weights import load_model
+from difflab.core.inference import load_for_inference
 from difflab.data.mnist import load_mnist
 from difflab.evaluation.metrics import mse, psnr
 from difflab.figures import manifest, plots
@@ -37,12 +37,12 @@ def write_denoiser_report(params: dict) -> dict:
                      col_labels=[f"σ={s}" for s in sigmas], title="Noising process z = x + σε")
     z = x + train_sigma * eps
     for epoch, file in paths.snapshots("denoiser").items():
-        model, _ = load_model(file, device)
+        model, _ = load_for_inference(file, device)
         rows = [list(x), list(z), list(model(z))]
         plots.image_grid(OUT / f"results_epoch_{epoch:02d}.png", rows,
                          row_labels=["clean", f"noisy σ={train_sigma}", "denoised"],
                          title=f"Denoiser on test digits after epoch {epoch}")
-    model, _ = load_model(paths.model_file("denoiser"), device)
+    model, _ = load_for_inference(paths.model_file("denoiser"), device)
     noisy = [x[0] + s * eps[0] for s in sigmas]
     plots.image_grid(OUT / "ood.png", [noisy, list(model(torch.stack(noisy)))], row_labels=["noisy", "denoised"],
                      col_labels=[f"σ={s}" for s in sigmas],
@@ -62,7 +62,7 @@ def write_denoiser_report(params: dict) -> dict:
 def _pure_noise_figures(mean_image: torch.Tensor, device: torch.device, seed: int) -> None:
     """The pure-noise model's outputs after each snapshot epoch, beside the mean training image."""
     for epoch, file in paths.snapshots("pure_noise").items():
-        pure, _ = load_model(file, device)
+        pure, _ = load_for_inference(file, device)
         outs = pure(torch.randn((SHOW, 1, 28, 28), generator=generator(device, seed), device=device))
         plots.image_grid(OUT / f"pure_noise_epoch_{epoch:02d}.png", [list(outs) + [mean_image]],
                          col_labels=[f"sample {i + 1}" for i in range(SHOW)] + ["mean train image"],

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from difflab.core.families import Family
+from difflab.core.inference import load_for_inference
 from difflab.core.unet import UNet
-from difflab.core.weights import load_model
 from difflab.evaluation.classifier import load_classifier
 from difflab.evaluation.metrics import Reference, reference, sample_scores, significant
 from difflab.figures import manifest, plots
@@ -50,7 +50,7 @@ def write_sweeps(names: list[str], params: dict) -> dict:
     how = []
     for name in names:
         family = sampling_family(params, name)
-        model, _ = load_model(paths.model_file(name), device)
+        model, _ = load_for_inference(paths.model_file(name), device)
         rows = sweep(model, family, g["gammas"], g["n"], params["seed"] + 2, classifier, ref, s["batch_size"],
                      params["precision"], choice=choice)
         with open(OUT / f"{name}.tsv", "w", newline="") as f:

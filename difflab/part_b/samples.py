@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from difflab.core.families import Family
-from difflab.core.weights import load_model
+from difflab.core.inference import load_for_inference
 from difflab.evaluation.classifier import load_classifier
 from difflab.evaluation.metrics import reference, sample_scores
 from difflab.figures import manifest, plots
@@ -84,7 +84,7 @@ def write_samples(name: str, params: dict) -> dict:
         raise MissingFileError(f"no snapshots in {paths.snapshot_dir(name)}; restore them with "
                                f"`dvc checkout {paths.snapshot_dir(name)}` or retrain with `dvc repro train@{name}`")
     for epoch, file in snapshots.items():
-        model, _ = load_model(file, device)
+        model, _ = load_for_inference(file, device)
         final = epoch == max(snapshots)  # the final snapshot is the final model: its run also records the GIF
         with autocast(device, params["precision"]):
             images, frames = generate(model, run.family, len(digit_labels(PER_CLASS)),
@@ -96,7 +96,7 @@ def write_samples(name: str, params: dict) -> dict:
     steps, losses = read_curve(paths.train_outputs(name).live)
     plots.loss_curve(out / "loss.png", {name: (steps, losses)}, title=f"{name}: training loss", smooth=25)
 
-    model, _ = load_model(paths.model_file(name), device)
+    model, _ = load_for_inference(paths.model_file(name), device)
     n = params["sample"]["n_fid"]
     fid_labels = torch.arange(n) % 10 if run.conditional else None
     images = generate_in_batches(model, run.family, n, generator(device, params["seed"] + 1),

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from difflab.core.families import DDPM, Family, FlowMatching, make_family
+from difflab.core.reverse import ancestral_step, ddim_step
 from difflab.core.schedule import NoiseSchedule
 from difflab.core.unet import NUM_CLASSES, UNet, one_hot
 from difflab.pipeline.params import DDPM_SAMPLERS, FLOW_SAMPLERS, model_kind
@@ -65,9 +66,9 @@ def sample_ddpm(model: UNet, ddpm: DDPM, n: int, gen: torch.Generator, *, labels
         elif sampler == "ddim":
             # by hand: diffusers' DDIMScheduler.step goes to t - T // steps, which is not the next timestep of the
             # grid when steps does not divide T
-            x = schedule.ddim_step(x, tt, t_prev, eps)
+            x = ddim_step(schedule, x, tt, t_prev, eps)
         else:  # the full ancestral chain (B.5): no noise on the last step, whose posterior variance is 0
-            x = schedule.step(x, tt, t_prev, eps, randn(x.shape, gen, device))
+            x = ancestral_step(schedule, x, tt, t_prev, eps, randn(x.shape, gen, device))
         if _frames(frame_every, i, len(timesteps)):
             frames.append(x.clamp(0, 1).cpu())
     return x.clamp(0, 1).cpu(), frames
@@ -85,7 +86,7 @@ def trailing_timesteps(num_ts: int, steps: int) -> list[int]:
 
 def diffusers_scheduler(sampler: str, schedule: NoiseSchedule):
     """A diffusers scheduler with exactly our betas (no clipping or thresholding of x0); `sample_ddpm` gives it
-    `trailing_timesteps`. DDIM has none: `NoiseSchedule.ddim_step` takes its steps."""
+    `trailing_timesteps`. DDIM has none: `reverse.ddim_step` takes its steps."""
     from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
     betas = schedule.betas.double().numpy()
