@@ -40,7 +40,7 @@ def write_fake_mnist(directory: str | os.PathLike, n_train: int = 300, n_test: i
 def repo_files() -> list[str]:
     """Files a fresh clone would have (tracked, plus new files not ignored, so uncommitted work is tested too)."""
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.split("\n")
+                         capture_output=True, text=True, check=True, env=user_env()).stdout.split("\n")
     return [f for f in out if f and (REPO / f).is_file()]
 
 
@@ -61,13 +61,29 @@ def scratch_repo(dest: Path, params: dict | None = None) -> Path:
     return dest
 
 
+# What this project's machines set and a user's machine does not, in one place. Every variable named PYTHON* changes
+# what Python writes or where, or what it imports: PYTHONDONTWRITEBYTECODE (no __pycache__/ at all, so a test cannot
+# see bytecode land in a stage's code deps), PYTHONPYCACHEPREFIX (bytecode outside the tree), PYTHONOPTIMIZE (other
+# .pyc names), PYTHONUSERBASE / PYTHONNOUSERSITE (where pip --user writes, what is importable), PYTHONSAFEPATH (whether
+# `python -m stages.x` imports the repo's own difflab), PYTHONHASHSEED (set iteration order), PYTHONUNBUFFERED,
+# PYTHONIOENCODING, PYTHONWARNINGS. Tests that run DVC, a stage, `make` or any subprocess give it `user_env()`.
+NOT_A_USERS = ("PYTHON",)  # prefixes of variables removed from every subprocess's environment
+
+
+def user_env(extra: dict | None = None, base: dict | None = None) -> dict[str, str]:
+    """The environment a user has: this one without the NOT_A_USERS variables, with this interpreter's bin dir first
+    on PATH (so `python` and `dvc` are the venv's), a git identity and DVC's analytics off; `extra` adds variables."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(NOT_A_USERS)}
+    env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+                "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"})
+    env.update(extra or {})
+    return env
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command with this interpreter's bin dir first on PATH (so `python`/`dvc` are the venv's); `env` adds
-    variables."""
-    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    """Run a command in a user's environment (`user_env`); `env` adds variables."""
+    res = subprocess.run(cmd, cwd=cwd, env=user_env(env), capture_output=True, text=True)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
     return res

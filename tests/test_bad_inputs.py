@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, run, scratch_repo
+from conftest import REPO, run, scratch_repo, user_env
 from PIL import Image
 
 TARGETS = ["part_a", "sample@time_fm", "sample@class_ddpm", "guidance_sweep", "evaluate_denoiser", "classifier"]
@@ -455,8 +455,8 @@ def make_read_only(directory: Path) -> Callable[[], None] | None:
         return lambda: directory.chmod(0o755)
     probe.unlink()
     directory.chmod(0o755)
-    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode == 0:
-        return lambda: subprocess.run(["chattr", "-i", str(directory)], check=True)
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(directory)], capture_output=True, env=user_env()).returncode == 0:
+        return lambda: subprocess.run(["chattr", "-i", str(directory)], check=True, env=user_env())
     return None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import user_env
 
 from difflab.core import families
 from difflab.part_a import views
@@ -220,10 +221,10 @@ def test_a_stage_module_runs_the_library_beside_it_not_the_installed_one(tmp_pat
     (tmp_path / "stages").mkdir()
     (tmp_path / "stages" / "probe.py").write_text("import difflab\nprint(difflab.__file__)\n")
     out = subprocess.run([sys.executable, "-m", "stages.probe"], cwd=tmp_path, capture_output=True, text=True,
-                         check=True).stdout.strip()
+                         env=user_env(), check=True).stdout.strip()
     assert Path(out) == tmp_path / "difflab" / "__init__.py"
     (tmp_path / "elsewhere").mkdir()
-    installed = subprocess.run([sys.executable, "-c", "import difflab; print(difflab.__file__)"],
+    installed = subprocess.run([sys.executable, "-c", "import difflab; print(difflab.__file__)"], env=user_env(),
                                cwd=tmp_path / "elsewhere", capture_output=True, text=True)
     assert installed.returncode == 0, "difflab should import from anywhere (the editable install in .venv)"
     assert Path(installed.stdout.strip()) == REPO / "difflab" / "__init__.py"

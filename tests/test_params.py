@@ -9,6 +9,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import user_env
 
 from difflab.pipeline.params import ParamsError, load, validate
 
@@ -95,10 +96,11 @@ def test_any_value_anywhere_is_accepted_or_a_params_error(value, path):
 def test_cli_exit_codes(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text(yaml.safe_dump(edited("models.time_fm.epochs", -1)))
-    res = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "check", str(bad)], cwd=REPO,
+    res = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "check", str(bad)], cwd=REPO, env=user_env(),
                          capture_output=True, text=True)
     assert res.returncode == 1 and "models.time_fm.epochs: got -1" in res.stderr
-    ok = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "check"], cwd=REPO, capture_output=True,
+    ok = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "check"], cwd=REPO, env=user_env(),
+                        capture_output=True,
                         text=True)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "broken.yaml").write_text("seed: [1,\n")

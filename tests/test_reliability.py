@@ -5,13 +5,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run, scratch_repo
+from conftest import run, scratch_repo, user_env
 
 TRAIN = "train@class_ddpm"
 SLOW_TRAIN = {"hidden": 8, "epochs": 4, "snapshots": [1, 4]}
@@ -39,8 +38,7 @@ def test_killed_training_resumes_to_identical_bytes(tmp_path, sig):
     run(["dvc", "repro", TRAIN], reference)
     victim = slow_repo(tmp_path, "victim")
     run(["dvc", "repro", "fetch_data"], victim)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["dvc", "repro", TRAIN], cwd=victim, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(["dvc", "repro", TRAIN], cwd=victim, env=user_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     ckpt = victim / "checkpoints" / "class_ddpm" / "last.pt"
     deadline = time.time() + 300

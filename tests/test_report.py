@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import user_env
 from PIL import Image
 
 from difflab.figures import manifest
@@ -146,7 +147,8 @@ def test_page_renders_in_headless_chromium(tmp_path):
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", "--allow-file-access-from-files",
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-    dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120,
+                         env=user_env()).stdout
     found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
     assert found, f"the probe did not run; chromium printed:\n{dom[-2000:]}"
     result = json.loads(html.unescape(found.group(1)))
@@ -156,7 +158,7 @@ def test_page_renders_in_headless_chromium(tmp_path):
 
     shot = tmp_path / "report.png"
     subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,3000", page.as_uri()],
-                   capture_output=True, timeout=120)
+                   capture_output=True, timeout=120, env=user_env())
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(shot) as im:
         assert im.size == (1200, 3000) and len(np.unique(np.asarray(im.convert("L")))) > 10

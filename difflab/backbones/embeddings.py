@@ -1,6 +1,7 @@
 """The prompt -> embedding table Part A reads (like the course's prompt_embeds_dict.pth), saved by embed_prompts."""
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Sequence
@@ -8,7 +9,7 @@ from typing import Sequence
 import torch
 
 from difflab.backbones.base import Backbone
-from difflab.pipeline.errors import CorruptFileError, DifflabError, MissingFileError
+from difflab.pipeline.errors import CorruptFileError, DifflabError, MissingFileError, write_atomically
 
 
 class PromptError(DifflabError, KeyError):
@@ -22,10 +23,10 @@ def embed_all(backbone: Backbone, prompts: Sequence[str]) -> dict[str, torch.Ten
 
 
 def save(path: str | Path, table: dict[str, torch.Tensor]) -> None:
-    """torch.save in sorted prompt order, which writes the same bytes for the same table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(dict(sorted(table.items())), path)
+    """torch.save in sorted prompt order, which writes the same bytes for the same table; atomically."""
+    buffer = io.BytesIO()
+    torch.save(dict(sorted(table.items())), buffer)
+    write_atomically(path, buffer.getvalue())
 
 
 def load(path: str | Path) -> dict[str, torch.Tensor]:

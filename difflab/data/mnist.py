@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from difflab.pipeline.errors import DifflabError
+from difflab.pipeline.errors import DifflabError, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write an array as an uncompressed IDX file (see idx_bytes)."""
-    Path(path).write_bytes(idx_bytes(array))
+    write_atomically(path, idx_bytes(array))
 
 
 def parse_idx(data: bytes, name: str) -> np.ndarray:

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from difflab.pipeline.errors import DifflabError
+from difflab.pipeline.errors import DifflabError, write_atomically
 
 NAME = "manifest.json"
 
@@ -29,7 +29,7 @@ def write(directory: str | Path, figures: list[Figure]) -> Path:
     if missing:
         raise ManifestError(f"{directory}: manifest lists files that were not written: {', '.join(missing)}")
     path = directory / NAME
-    path.write_text(json.dumps([asdict(f) for f in figures], indent=2, ensure_ascii=False) + "\n")
+    write_atomically(path, json.dumps([asdict(f) for f in figures], indent=2, ensure_ascii=False) + "\n")
     return path
 
 

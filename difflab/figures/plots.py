@@ -1,6 +1,7 @@
 """Figures from tensors: labelled image grids, GIFs of sampling trajectories, loss curves."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -11,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from difflab.pipeline.errors import write_atomically  # noqa: E402
 
 # Fixed metadata keeps PNG bytes identical across runs (matplotlib otherwise stamps its version/date).
 _PNG_META = {"Software": None}
@@ -63,7 +66,10 @@ def save_gif(path: str | Path, frames: Sequence[torch.Tensor], *, nrow: int = 10
         img = Image.fromarray(to_uint8(grid)[..., 0])
         pics.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
     durations = [duration_ms] * (len(pics) - 1) + [1500]
-    pics[0].save(path, save_all=True, append_images=pics[1:], duration=durations, loop=0, optimize=False)
+    buffer = io.BytesIO()
+    pics[0].save(buffer, format="GIF", save_all=True, append_images=pics[1:], duration=durations, loop=0,
+                 optimize=False)
+    write_atomically(path, buffer.getvalue())
     return path
 
 
@@ -111,7 +117,8 @@ def guidance_sweep(path: str | Path, sweeps: dict[str, tuple[Sequence[float], Se
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata=_PNG_META)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata=_PNG_META)
     plt.close(fig)
+    write_atomically(path, buffer.getvalue())
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from difflab.evaluation.classifier import load_classifier
 from difflab.evaluation.metrics import Reference, reference, sample_scores, significant
 from difflab.figures import manifest, plots
 from difflab.pipeline import paths
+from difflab.pipeline.errors import write_atomically
 from difflab.pipeline.runtime import generator, resolve_device, seed_everything, write_metrics
 from difflab.sampling.choice import SamplerChoice
 from difflab.sampling.samplers import generate_in_batches, sampling_family
@@ -53,9 +55,10 @@ def write_sweeps(names: list[str], params: dict) -> dict:
         model, _ = load_for_inference(paths.model_file(name), device)
         rows = sweep(model, family, g["gammas"], g["n"], params["seed"] + 2, classifier, ref, s["batch_size"],
                      params["precision"], choice=choice)
-        with open(OUT / f"{name}.tsv", "w", newline="") as f:
-            writer = csv.DictWriter(f, ["gamma", "accuracy", "fid"], delimiter="\t", lineterminator="\n")
-            writer.writeheader(), writer.writerows(rows)
+        table = io.StringIO()
+        writer = csv.DictWriter(table, ["gamma", "accuracy", "fid"], delimiter="\t", lineterminator="\n")
+        writer.writeheader(), writer.writerows(rows)
+        write_atomically(OUT / f"{name}.tsv", table.getvalue())
         results[name] = tuple(zip(*((r["gamma"], r["accuracy"], r["fid"]) for r in rows)))
         metrics[name] = {f"gamma_{r['gamma']:g}": {"accuracy": r["accuracy"], "fid": r["fid"]} for r in rows}
         how.append(choice.describe(family.kind.family, params["ddpm"]["num_ts"]) + f" for {name}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from difflab.core.families import Family
 from difflab.core.inference import load_for_inference
@@ -14,7 +14,7 @@ from difflab.evaluation.metrics import reference, sample_scores
 from difflab.figures import manifest, plots
 from difflab.figures.training_log import read_curve
 from difflab.pipeline import paths
-from difflab.pipeline.errors import MissingFileError
+from difflab.pipeline.errors import MissingFileError, write_atomically
 from difflab.pipeline.runtime import autocast, generator, resolve_device, seed_everything, write_metrics
 from difflab.sampling.choice import SamplerChoice
 from difflab.sampling.samplers import digit_labels, generate, generate_in_batches, sampling_family
@@ -105,7 +105,7 @@ def write_samples(name: str, params: dict) -> dict:
     tensors = {"images": images.contiguous()}
     if run.conditional:
         tensors["labels"] = fid_labels.contiguous()
-    save_file(tensors, str(out / "samples.safetensors"))
+    write_atomically(out / "samples.safetensors", save(tensors))
     scored_grid(out / "fid_samples.png", images, fid_labels, title=f"{name}: samples scored ({run.how})")
 
     classifier = load_classifier(paths.CLASSIFIER, device)

@@ -33,22 +33,41 @@ class OutputWriteError(DifflabError, OSError):
     """An output could not be written (disk full, read-only directory); the previous file is left as it was."""
 
 
-def write_atomically(path: str | Path, data: bytes) -> None:
-    """Write data to a temp file beside path, then rename it over path. If the write fails (disk full, read-only
-    directory) the partial temp file is removed, the previous `path` is left as it was, and OutputWriteError
-    names the file and the fix."""
+def write_atomically(path: str | Path, data: bytes | str) -> None:
+    """Write data (str as UTF-8) to a temp file beside path, flush it to disk (fsync), then rename it over path; the
+    only way the project writes a file. If the write fails part-way (disk full, read-only directory, a crash) the
+    previous `path` is left as it was, the partial temp file is removed where possible, and OutputWriteError names
+    the file and the fix. fsync before the rename is what makes the rename safe: without it a power loss can leave
+    the new name pointing at an empty file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(data)
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise OutputWriteError(f"could not write {path} ({err.strerror or err}); the previous {path.name} is "
                                f"unchanged; free disk space or make {path.parent} writable, then run again") from err
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist a rename (POSIX: fsync the directory); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def one_line(err: BaseException) -> str:

@@ -88,8 +88,7 @@ def code_fingerprint() -> str:
 def write_metrics(path, metrics: dict, device: torch.device, precision: str) -> None:
     """Write a stage's metrics JSON with the path that ran under "run" (device, precision, torch, threads)."""
     import json
-    from pathlib import Path
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**metrics, "run": run_info(device, precision)}, indent=2) + "\n")
+    from difflab.pipeline.errors import write_atomically
+
+    write_atomically(path, json.dumps({**metrics, "run": run_info(device, precision)}, indent=2) + "\n")

@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from difflab.figures import manifest, plots
 from difflab.figures.training_log import read_curve
+from difflab.pipeline.errors import write_atomically
 from difflab.sampling.choice import SamplerChoice
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -244,5 +245,5 @@ def render(reports: str | Path, params: dict) -> str:
 def write(reports: str | Path, params: dict) -> Path:
     """Render reports/index.html."""
     path = Path(reports) / "index.html"
-    path.write_text(render(reports, params))
+    write_atomically(path, render(reports, params))
     return path

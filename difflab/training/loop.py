@@ -319,5 +319,6 @@ def _truncate_live(live_dir: Path, step: int) -> None:
             continue
         step_col = rows[0].index("step")
         kept = [rows[0]] + [r for r in rows[1:] if int(r[step_col]) < step]
-        with open(tsv, "w", newline="") as f:
-            csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+        table = io.StringIO()
+        csv.writer(table, delimiter="\t", lineterminator="\n").writerows(kept)
+        write_atomically(tsv, table.getvalue())  # the logs are persisted, not cached: a half-written one is lost
