@@ -1,5 +1,8 @@
-"""The training loop: learns, is byte-reproducible, resumes exactly, and refuses to write a diverged model."""
+"""The training loop: learns, is byte-reproducible, resumes exactly, runs nothing a checkpoint file carries, and
+refuses to write a diverged model."""
+import contextlib
 import hashlib
+import pickle
 
 import pytest
 import torch
@@ -141,6 +144,91 @@ def test_resume_refuses_a_checkpoint_of_a_changed_run(tmp_path, monkeypatch, cap
     assert f"made with other {reason}; starting afresh" in said and "resuming after" not in said
     fresh = outputs(tmp_path, "fresh")
     train("m", config, x2, y[:len(x2)], fresh, schedule2)
+    assert sha(run.model) == sha(fresh.model)
+    assert read_curve(run.live) == read_curve(fresh.live)
+
+
+class RunsCode:
+    """The classic pickle payload: unpickling it runs Python that creates `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+def said_about(out, capsys):
+    """The lines training printed about the checkpoint file."""
+    return [line for line in capsys.readouterr().out.splitlines() if str(out.checkpoint / "last.pt") in line]
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_a_planted_checkpoint_runs_nothing_and_training_starts_afresh(tmp_path, capsys, recwarn, writer):
+    """A last.pt whose unpickling would run code (as anyone who can write to a shared DVC remote could plant) is
+    refused in one line; nothing runs, and training ends as a run without it does."""
+    def plant(path, marker):
+        looks_right = {"identity": {}, "epoch": 1, "live_step": 4, "model": RunsCode(marker), "opt": {},
+                       "sched": None, "gen": torch.zeros(1, dtype=torch.uint8)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if writer == "torch.save":
+            torch.save(looks_right, path)
+        else:
+            path.write_bytes(pickle.dumps(looks_right, protocol=4))
+
+    plant(tmp_path / "control.pt", tmp_path / "ran-under-full-pickle")
+    with contextlib.suppress(Exception):  # the loader training used before: the payload is live
+        torch.load(tmp_path / "control.pt", weights_only=False)
+    assert (tmp_path / "ran-under-full-pickle").is_file()
+
+    x, y = tiny_data()
+    config = cfg(kind="class_fm", epochs=2, snapshots=[])
+    run, marker = outputs(tmp_path, "run"), tmp_path / "ran"
+    plant(run.checkpoint / "last.pt", marker)
+    capsys.readouterr()
+    train("m", config, x, y, run)
+    said = said_about(run, capsys)
+    assert not marker.exists()
+    assert len(said) == 1 and "not a difflab checkpoint" in said[0] and said[0].endswith("starting afresh"), said
+    assert not [w for w in recwarn if "pickle" in str(w.message)]
+    fresh = outputs(tmp_path, "fresh")
+    train("m", config, x, y, fresh)
+    assert sha(run.model) == sha(fresh.model)
+
+
+CORRUPTIONS = {
+    "none": lambda s: s,
+    "not a dict": lambda s: [s["epoch"]],
+    "a field missing": lambda s: {k: v for k, v in s.items() if k != "gen"},
+    "an extra field": lambda s: {**s, 7: "x"},
+    "a field mistyped": lambda s: {**s, "epoch": "1"},
+    "an epoch before the first": lambda s: {**s, "epoch": 0},
+    "weights of another model": lambda s: {**s, "model": {"w": torch.zeros(1)}},
+    "an optimizer of another model": lambda s: {**s, "opt": {"state": {}, "param_groups": []}},
+    "a cut RNG state": lambda s: {**s, "gen": s["gen"][:16]},  # fails last: model, optimizer, scheduler loaded
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_a_checkpoint_of_the_wrong_shape_starts_afresh(tmp_path, monkeypatch, capsys, corruption):
+    """A checkpoint that unpickles but is not what training wrote (another structure, types or shapes) is ignored
+    in one line, and the run ends with a fresh run's bytes, even when some of its parts had already loaded."""
+    x, y = tiny_data()
+    config = cfg(kind="class_fm", epochs=2, snapshots=[])
+    run = outputs(tmp_path, "run")
+    interrupt_in_epoch_2(monkeypatch, "m", config, x, y, run)
+    last = run.checkpoint / "last.pt"
+    torch.save(CORRUPTIONS[corruption](torch.load(last, weights_only=True)), last)
+    capsys.readouterr()
+    train("m", config, x, y, run)
+    said = said_about(run, capsys)
+    assert len(said) == 1, said
+    if corruption == "none":
+        assert "resuming after epoch 1" in said[0]
+    else:
+        assert "not a difflab checkpoint" in said[0] and said[0].endswith("starting afresh"), said
+    fresh = outputs(tmp_path, "fresh")
+    train("m", config, x, y, fresh)
     assert sha(run.model) == sha(fresh.model)
     assert read_curve(run.live) == read_curve(fresh.live)
 

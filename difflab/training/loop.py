@@ -9,6 +9,8 @@ import csv
 import hashlib
 import io
 import json
+import pickle
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -163,7 +165,8 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
             sched.step()
         if epoch in snapshots:
             save_model(out.snapshots / f"epoch_{epoch:02d}.safetensors", run.weights, cfg.kind)
-        _save_checkpoint(out.checkpoint, identity, epoch, run.live.step, run.trained, opt, sched, run.gen)
+        _save_checkpoint(out.checkpoint, {"identity": identity, "epoch": epoch, "live_step": run.live.step,
+                                          **run.state()})
     save_model(out.model, run.weights, cfg.kind)
     _finish_checkpoint(out.checkpoint, identity)
     run.live.summary["final_epoch_loss"] = epoch_loss
@@ -196,20 +199,38 @@ class _Run:
         """What snapshots and the final model save: the EMA when there is one."""
         return self.ema.model if self.ema is not None else self.model
 
-    def resume(self, out: Outputs, identity: dict) -> tuple[int, int]:
-        """(first epoch, DVCLive step): from an interrupted identical run's checkpoint, else afresh from clean
-        outputs."""
-        state = _load_checkpoint(out.checkpoint, identity, self.cfg.epochs, self.name)
-        if state is None:
-            _clean(out)
-            return 1, 0
+    def state(self) -> dict:
+        """The training state a checkpoint holds besides its identity and position."""
+        return {"model": self.trained.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict() if self.sched is not None else None, "gen": self.gen.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        """Put back what `state()` returned; raises when its parts do not fit this run's model and optimizer."""
         self.trained.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         if self.sched is not None:
             self.sched.load_state_dict(state["sched"])
         self.gen.set_state(state["gen"])
+
+    def resume(self, out: Outputs, identity: dict) -> tuple[int, int]:
+        """(first epoch, DVCLive step): from an interrupted identical run's checkpoint, else afresh from clean
+        outputs. A checkpoint whose parts do not fit this run is not one of its checkpoints: the fresh state comes
+        back, so the run is the one a missing checkpoint gives."""
+        path = out.checkpoint / "last.pt"
+        state = _load_checkpoint(path, identity, self.cfg.epochs, self.name)
+        if state is not None:
+            fresh = copy.deepcopy(self.state())
+            try:
+                self.load_state(state)
+            except Exception as err:  # model, optimizer, scheduler or RNG state of another shape: a wrong file
+                _not_a_checkpoint(self.name, path, err)
+                self.load_state(fresh)
+                state = None
+        if state is None:
+            _clean(out)
+            return 1, 0
         _truncate_live(out.live, state["live_step"])
-        print(f"[{self.name}] resuming after epoch {state['epoch']} from {out.checkpoint / 'last.pt'}")
+        print(f"[{self.name}] resuming after epoch {state['epoch']} from {path}")
         return state["epoch"] + 1, state["live_step"]
 
     def epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
@@ -275,33 +296,61 @@ def _clean(out: Outputs) -> None:
     out.snapshots.mkdir(parents=True, exist_ok=True)
 
 
-def _save_checkpoint(ckpt_dir: Path, identity: dict, epoch: int, live_step: int, model, opt, sched, gen) -> None:
+# What _save_checkpoint writes, field by field: a file without exactly these is not a difflab checkpoint.
+_CHECKPOINT_FIELDS = {"identity": dict, "epoch": int, "live_step": int, "model": dict, "opt": dict,
+                      "sched": (dict, type(None)), "gen": torch.Tensor}
+
+
+def _save_checkpoint(ckpt_dir: Path, state: dict) -> None:
     """Replace last.pt atomically: a failed write (disk full, read-only directory) keeps the previous checkpoint."""
     buffer = io.BytesIO()
-    torch.save({"identity": identity, "epoch": epoch, "live_step": live_step,
-                "model": model.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict() if sched is not None else None, "gen": gen.get_state()}, buffer)
+    torch.save(state, buffer)
     write_atomically(ckpt_dir / "last.pt", buffer.getvalue())
 
 
-def _load_checkpoint(ckpt_dir: Path, identity: dict, epochs: int, name: str) -> dict | None:
-    """The last checkpoint of an interrupted run with an identical identity, else None (saying why)."""
-    path = ckpt_dir / "last.pt"
+def _load_checkpoint(path: Path, identity: dict, epochs: int, name: str) -> dict | None:
+    """The last checkpoint of an interrupted run with an identical identity, else None (saying why). It is read
+    with torch's weights-only unpickler: a last.pt pulled from a shared DVC remote is data (tensors, numbers,
+    strings, containers) and never code that runs."""
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a checkpoint cut short by SIGKILL is only lost progress, never fatal
-        print(f"[{name}] ignoring unreadable checkpoint {path}: {err}; starting afresh")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's note on a pickle protocol it did not write
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        _check_fields(state)
+    except Exception as err:  # cut short by SIGKILL, planted or misplaced: only lost progress, never fatal
+        _not_a_checkpoint(name, path, err)
         return None
-    saved = state.get("identity") or {}
-    changed = [key for key in identity if saved.get(key) != identity[key]]
+    changed = [key for key in identity if state["identity"].get(key) != identity[key]]
     if changed:
         print(f"[{name}] not resuming {path}: it was made with other {', '.join(changed)}; starting afresh")
         return None
     if state["epoch"] >= epochs:
         return None
     return state
+
+
+def _check_fields(state: object) -> None:
+    """Raise ValueError unless `state` has exactly the fields _save_checkpoint writes, of their types."""
+    if not isinstance(state, dict):
+        raise ValueError(f"it holds a {type(state).__name__}, not a dict")
+    wrong = sorted(map(str, set(state) ^ set(_CHECKPOINT_FIELDS))) or [
+        key for key, kind in _CHECKPOINT_FIELDS.items() if not isinstance(state[key], kind)]
+    if wrong:
+        raise ValueError(f"missing, unexpected or mistyped fields: {', '.join(wrong)}")
+    if state["epoch"] < 1 or state["live_step"] < 0:
+        raise ValueError(f"epoch {state['epoch']}, DVCLive step {state['live_step']}")
+
+
+def _not_a_checkpoint(name: str, path: Path, err: Exception) -> None:
+    """Say in one line that `path` is ignored and why; training then starts afresh."""
+    if isinstance(err, pickle.UnpicklingError):  # torch's own text suggests weights_only=False, the very hole
+        why = "UnpicklingError: the weights-only unpickler reads tensors and plain data, nothing else"
+    else:
+        why = " ".join(f"{type(err).__name__}: {err}".split())
+        why = why if len(why) <= 200 else why[:197] + "..."
+    print(f"[{name}] ignoring {path}: not a difflab checkpoint ({why}); starting afresh")
 
 
 def _finish_checkpoint(ckpt_dir: Path, identity: dict) -> None:
