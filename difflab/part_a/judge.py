@@ -9,7 +9,8 @@ penultimate features: one Gaussian per class with a shared covariance (Lee et al
 class when its Mahalanobis distance to that class is within the 95th percentile of real held-out digits of the class.
 An unfiltered view must be read as its digit by the judge and be realistic. A hybrid's readings are judged by
 scorers fitted on real digits seen the same way (blurred; high-passed), reading with the Gaussian posterior, since a
-person reads a blurred digit as a digit and the judge never saw one.
+person reads a blurred digit as a digit and the judge never saw one. Every reading keeps the band's real amplitude
+(`Strokes`: one scale per filter, fitted on real digits, never a per-image stretch), so a band too faint to see fails.
 Per illusion it reports the success rate and Visual Anagrams' alignment and concealment scores (Geng et al.,
 CVPR 2024, sec. 4.1) with the class log-posteriors in place of CLIP similarities:
 A = min over views i of p(y_i | view_i); C = mean over views i of softmax over the illusion's targets j of
@@ -27,34 +28,62 @@ from difflab.evaluation.metrics import ClassGaussians
 from difflab.part_a.filters import highpass, lowpass
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+Band = Callable[[torch.Tensor], torch.Tensor]  # a linear filter: the part of an image in a band of frequencies
 REAL_QUANTILE = 0.95  # a view is realistic when as close to its class as 95 % of real held-out digits
 QUANTILES = (0.1, 0.5, 0.9)
 
 
+def _as_is(images01: torch.Tensor) -> torch.Tensor:
+    return images01
+
+
+@dataclass(frozen=True)
+class Strokes:
+    """A band of frequencies as a person sees it: bright strokes on black at the band's real amplitude, i.e. its
+    positive part times one fixed `scale`, clipped to [0, 1]. The scale is fitted once on real digits (`fit`) and is
+    the same for every image, so a faint band reads faint; a per-image stretch would show it at full contrast."""
+    band: Band
+    scale: float
+
+    @classmethod
+    def fit(cls, band: Band, real01: torch.Tensor) -> "Strokes":
+        """The scale that brings the median real digit's strokes to the median real digit's peak (1 on MNIST)."""
+        def peak(x: torch.Tensor) -> torch.Tensor:
+            return x.amax(dim=(1, 2, 3)).median()
+
+        return cls(band, (peak(real01) / peak(band(real01).clamp_min(0)).clamp_min(1e-8)).item())
+
+    def __call__(self, images01: torch.Tensor) -> torch.Tensor:
+        return (self.band(images01).clamp_min(0) * self.scale).clamp_max(1)
+
+
 @dataclass(frozen=True)
 class DigitScorer:
-    """Reads a batch of [0, 1] images: the classifier's probabilities and the realism test per class."""
+    """Reads a batch of [0, 1] images, as they are or through `reading` (a hybrid's band): the classifier's
+    probabilities and the realism test per class."""
     model: nn.Module
-    gaussians: ClassGaussians  # real digits in the model's penultimate features
+    gaussians: ClassGaussians  # real digits in the model's penultimate features, seen through `reading`
     thresholds: torch.Tensor   # (10,) REAL_QUANTILE of real held-out digits' distances to their own class
+    reading: Transform = _as_is  # what the scorer sees of an image (the figures draw it)
     use_head: bool = False     # read with the model's own head (unfiltered images) instead of the Gaussian posterior
 
     @classmethod
     def fit(cls, model: nn.Module, fit_images: torch.Tensor, fit_labels: torch.Tensor, held_images: torch.Tensor,
-            held_labels: torch.Tensor, transform: Transform | None = None, use_head: bool = False) -> "DigitScorer":
-        """Class Gaussians from fit_*, thresholds from held_* (distinct real digits), all seen through `transform`
-        (e.g. the low-pass filter a hybrid is read through)."""
+            held_labels: torch.Tensor, reading: Transform | None = None, use_head: bool = False) -> "DigitScorer":
+        """Class Gaussians from fit_*, thresholds from held_* (distinct real digits), all seen through `reading`
+        (e.g. the low-pass filter a hybrid is read through from afar)."""
         from difflab.evaluation.classifier import features
 
-        t = transform or (lambda x: x)
+        t = reading or _as_is
         gaussians = ClassGaussians.fit(features(model, t(fit_images)), fit_labels, 10)
         dist = gaussians.distances(features(model, t(held_images))).float()
         own = dist[torch.arange(len(held_labels)), held_labels]
         thresholds = torch.stack([own[held_labels == d].quantile(REAL_QUANTILE) for d in range(10)])
-        return cls(model, gaussians, thresholds, use_head)
+        return cls(model, gaussians, thresholds, t, use_head)
 
     def read(self, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p(class | image) (N, 10 or 11), realistic (N, 10) bool: within the threshold of each class).
+        """(log p(class | image) (N, 10 or 11), realistic (N, 10) bool: within the threshold of each class), of the
+        images as the scorer sees them (its `reading`).
 
         With use_head the probabilities are the model's own (the judge's 11th class is NOT_A_DIGIT, so an argmax of
         10 reads as no digit); otherwise the posterior of the fitted Gaussian classes (equal priors, shared
@@ -62,7 +91,7 @@ class DigitScorer:
         scorer was fitted on (blurred, high-passed)."""
         from difflab.evaluation.classifier import features
 
-        feats = features(self.model, images01.float().cpu())
+        feats = features(self.model, self.reading(images01.float().cpu()))
         dist = self.gaussians.distances(feats).float()
         if self.use_head:
             with torch.inference_mode():
@@ -87,8 +116,8 @@ def quantiles(x: torch.Tensor) -> dict[str, float]:
 def score_views(readings: Sequence[tuple[DigitScorer, torch.Tensor]], targets: Sequence[int | torch.Tensor]) -> dict:
     """Per illusion (N seeds): success (every view passes its scorer), alignment A and concealment C per seed.
 
-    readings[i] = (scorer for view i, the N images of view i); targets[i] = the digit view i must read as (an int,
-    or one per image)."""
+    readings[i] = (scorer for view i, the N images of view i, which the scorer sees through its own reading);
+    targets[i] = the digit view i must read as (an int, or one per image)."""
     n = len(readings[0][1])
     rows = torch.arange(n)
     ys = [torch.as_tensor(t).long().expand(n) for t in targets]
@@ -109,29 +138,15 @@ def summary(scores: dict) -> dict:
             "alignment": quantiles(scores["alignment"]), "concealment": quantiles(scores["concealment"])}
 
 
-def high_frequencies(images01: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
-    """The high-pass image as bright strokes on black: its positive part scaled to peak at 1 (the look of MNIST)."""
-    hp = highpass(images01, kernel, sigma).clamp_min(0)
-    return hp / hp.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+def hybrid_bands(kernel: int, sigma: float) -> list[Band]:
+    """A hybrid's two bands: what a person sees from afar (the low-pass) and up close (the high-pass)."""
+    return [lambda x: lowpass(x, kernel, sigma), lambda x: highpass(x, kernel, sigma)]
 
 
-def hybrid_readings(images01: torch.Tensor, kernel: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """What a person sees of a hybrid from afar (the low-pass) and up close (its high frequencies)."""
-    return lowpass(images01, kernel, sigma), high_frequencies(images01, kernel, sigma)
-
-
-def _strokes(x: torch.Tensor) -> torch.Tensor:
-    """Positive part scaled to peak at 1: a band of frequencies drawn as bright strokes on black."""
-    x = x.clamp_min(0)
-    return x / x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
-
-
-def band_readings(images01: torch.Tensor, low: tuple[int, float],
-                  high: tuple[int, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A three-band hybrid read from afar (low-pass), at middle distance (the band between the filters) and up
-    close (high frequencies); low and high are (kernel, sigma) with low's sigma the larger."""
-    far = lowpass(images01, *low)
-    return far, _strokes(lowpass(images01, *high) - far), high_frequencies(images01, *high)
+def three_bands(low: tuple[int, float], high: tuple[int, float]) -> list[Band]:
+    """A three-band hybrid's bands: from afar (low-pass), at middle distance (between the filters) and up close
+    (high-pass); low and high are (kernel, sigma) with low's sigma the larger."""
+    return [lambda x: lowpass(x, *low), lambda x: lowpass(x, *high) - lowpass(x, *low), lambda x: highpass(x, *high)]
 
 
 @dataclass
@@ -144,21 +159,22 @@ class Judge:
     label: Callable[[str], int]
     scorers: dict = field(default_factory=dict)
 
-    def scorer(self, key: tuple = (), transform: Transform | None = None) -> DigitScorer:
-        """The scorer for images seen through `transform` (cached under `key`; () is the plain scorer)."""
+    def scorer(self, key: tuple = (), reading: Transform | None = None) -> DigitScorer:
+        """The scorer for images seen through `reading` (cached under `key`; () is the plain scorer)."""
         if key not in self.scorers:
-            self.scorers[key] = DigitScorer.fit(self.model, *self.fit_digits, *self.held_digits, transform,
-                                                use_head=transform is None)
+            self.scorers[key] = DigitScorer.fit(self.model, *self.fit_digits, *self.held_digits, reading,
+                                                use_head=reading is None)
         return self.scorers[key]
 
-    def band_scorers(self, low: tuple[int, float], high: tuple[int, float]) -> list[DigitScorer]:
-        """Scorers for a three-band hybrid's readings, fitted on real digits seen the same way."""
-        return [self.scorer(("band", k, low, high), lambda x, k=k: band_readings(x, low, high)[k]) for k in range(3)]
+    def band_scorers(self, key: tuple, bands: Sequence[Band]) -> list[DigitScorer]:
+        """A scorer per band of an illusion (cached under key), fitted on real digits seen the same way: the lowest
+        band as it is (a blurred digit), every higher band as Strokes at a scale fitted on the fit digits."""
+        return [self.scorers.get((*key, i)) or self.scorer(
+            (*key, i), band if i == 0 else Strokes.fit(band, self.fit_digits[0])) for i, band in enumerate(bands)]
 
-    def hybrid_scorers(self, kernel: int, sigma: float) -> tuple[DigitScorer, DigitScorer]:
-        """Scorers for a hybrid's two readings, fitted on real digits seen the same way (blurred; high-passed)."""
-        return (self.scorer(("low", kernel, sigma), lambda x: lowpass(x, kernel, sigma)),
-                self.scorer(("high", kernel, sigma), lambda x: high_frequencies(x, kernel, sigma)))
+    def hybrid_scorers(self, kernel: int, sigma: float) -> list[DigitScorer]:
+        """Scorers for a hybrid's far and close-up readings (blurred; high-passed real digits)."""
+        return self.band_scorers(("hybrid", kernel, sigma), hybrid_bands(kernel, sigma))
 
 
 NOT_A_DIGIT = 10

@@ -9,8 +9,8 @@ import torch
 
 from difflab.figures import manifest
 from difflab.part_a import loops as pa
-from difflab.part_a.filters import highpass, kernel_for, lowpass
-from difflab.part_a.judge import band_readings, hybrid_readings, score_views, summary
+from difflab.part_a.filters import kernel_for
+from difflab.part_a.judge import Band, DigitScorer, hybrid_bands, score_views, summary, three_bands
 from difflab.part_a.plots import pair_matrices, sweep_curve
 from difflab.part_a.sections.context import PartA
 from difflab.part_a.views import View, get_view, hybrid_views, three_band_views
@@ -145,6 +145,7 @@ def _sweep_point(a: PartA, sigma: float, gen: torch.Generator) -> tuple[torch.Te
 def hybrids(a: PartA) -> None:
     n, rows, labels, scores = _illusion_count(a), [], [], {}
     kernel, sigma = a.hybrid_filter
+    scorers = a.judge.hybrid_scorers(kernel, sigma) if a.judge else None
     for k, (low, high) in enumerate(a.cfg.prompts.hybrids):
         x = _hybrid_batch(a, [low] * n, [high] * n, kernel, sigma, a.gen("A.1.9 hybrids", k))
         label = f"low-pass:\n{low}\nhigh-pass:\n{high}"
@@ -153,11 +154,7 @@ def hybrids(a: PartA) -> None:
             label = _judged(scores, f"{digits[0]}_{digits[1]}",
                             _hybrid_scores(a, a.b.decode(x), digits, kernel, sigma), label)
         shown = a.upsampled(x[:SHOWN_SEEDS], [low] * SHOWN_SEEDS, "A.1.9 hybrids", k)
-        k2, s2 = _at_display(a, shown, sigma)
-        hp = highpass(shown, k2, s2)
-        lo, hi = hp.amin(dim=(1, 2, 3), keepdim=True), hp.amax(dim=(1, 2, 3), keepdim=True)
-        stretched = (hp - lo) / (hi - lo).clamp_min(1e-8)
-        rows.append([im for trio in zip(shown, lowpass(shown, k2, s2), stretched) for im in trio])
+        rows.append(_with_bands(shown, hybrid_bands(*_at_display(a, shown, sigma)), scorers))
         labels.append(label)
     if a.judge:
         a.metrics["hybrids"] = scores
@@ -165,8 +162,8 @@ def hybrids(a: PartA) -> None:
     a.figure("1_9_hybrids.png", "A.1.9", "Hybrid images",
              f"eps = lowpass(eps_1) + highpass(eps_2), Gaussian kernel {kernel}, sigma {sigma:.3g} at "
              f"{a.b.image_size} px: the low-pass prompt from afar, the high-pass prompt up close. The first "
-             f"{SHOWN_SEEDS} seeds of each pair, not picked.{_SCORE_NOTE if a.judge else ''}", rows, labels,
-             ["hybrid", "low-pass", "high-pass"] * SHOWN_SEEDS)
+             f"{SHOWN_SEEDS} seeds of each pair, not picked. {_bands_note(scorers)}{_SCORE_NOTE if a.judge else ''}",
+             rows, labels, ["hybrid", "low-pass", "high-pass"] * SHOWN_SEEDS)
 
 
 def _hybrid_batch(a: PartA, lows: Sequence[str], highs: Sequence[str], kernel: int, sigma: float,
@@ -175,9 +172,7 @@ def _hybrid_batch(a: PartA, lows: Sequence[str], highs: Sequence[str], kernel: i
 
 
 def _hybrid_scores(a: PartA, images01: torch.Tensor, digits: Sequence, kernel: int, sigma: float) -> dict:
-    low_scorer, high_scorer = a.judge.hybrid_scorers(kernel, sigma)
-    low, high = hybrid_readings(images01, kernel, sigma)
-    return score_views([(low_scorer, low), (high_scorer, high)], digits)
+    return score_views([(scorer, images01) for scorer in a.judge.hybrid_scorers(kernel, sigma)], digits)
 
 
 def three_band_hybrids(a: PartA) -> None:
@@ -188,26 +183,48 @@ def three_band_hybrids(a: PartA) -> None:
     scale = a.b.image_size / 64  # three_band_sigmas are given at 64 px, like the course's filters
     low, high = ((kernel_for(s * scale), s * scale) for s in a.cfg.three_band_sigmas)
     n, rows, labels, scores = _illusion_count(a), [], [], {}
+    scorers = a.judge.band_scorers(("three band", low, high), three_bands(low, high)) if a.judge else None
     for k, prompts in enumerate(triples):
         x = _sample(a, three_band_views(low, high), [a.emb([p] * n) for p in prompts], "sum", a.ts,
                     a.gen("A.1.9 three band", k))
         label = "\n".join(f"{band}: {p}" for band, p in zip(("low", "mid", "high"), prompts))
         if a.judge:
             digits = [a.judge.label(p) for p in prompts]
-            readings = band_readings(a.b.decode(x), low, high)
-            label = _judged(scores, "_".join(map(str, digits)),
-                            score_views(list(zip(a.judge.band_scorers(low, high), readings)), digits), label)
+            images = a.b.decode(x)
+            label = _judged(scores, "_".join(map(str, digits)), score_views([(s, images) for s in scorers], digits),
+                            label)
         shown = a.upsampled(x[:SHOWN_SEEDS], [prompts[0]] * SHOWN_SEEDS, "A.1.9 three band", k)
-        bands = band_readings(shown, _at_display(a, shown, low[1]), _at_display(a, shown, high[1]))
-        rows.append([im for i in range(len(shown)) for im in (shown[i], *(b[i] for b in bands))])
+        rows.append(_with_bands(shown, three_bands(_at_display(a, shown, low[1]), _at_display(a, shown, high[1])),
+                                scorers))
         labels.append(label)
     if a.judge:
         a.metrics["three_band"] = scores
     a.figure("1_9_three_band.png", "A.1.9", "Three-band hybrid images",
              f"eps = low(eps_1) + mid(eps_2) + high(eps_3) (factorized diffusion): Gaussian sigmas "
-             f"{low[1]:.3g} and {high[1]:.3g} at {a.b.image_size} px split low, middle and high frequencies; "
-             f"the middle and high bands are drawn as bright strokes. The first {SHOWN_SEEDS} seeds, not "
-             f"picked.{_SCORE_NOTE if a.judge else ''}", rows, labels, ["hybrid", "low", "mid", "high"] * SHOWN_SEEDS)
+             f"{low[1]:.3g} and {high[1]:.3g} at {a.b.image_size} px split low, middle and high frequencies. The "
+             f"first {SHOWN_SEEDS} seeds, not picked. {_bands_note(scorers)}{_SCORE_NOTE if a.judge else ''}", rows,
+             labels, ["hybrid", "low", "mid", "high"] * SHOWN_SEEDS)
+
+
+def _with_bands(shown: torch.Tensor, bands: Sequence[Band], scorers: Sequence[DigitScorer] | None) -> list:
+    """A figure row: each shown image followed by its bands. With a judge the bands are drawn exactly as its scorers
+    read them (the judge is MNIST's, whose images are shown at the size they are scored); without one (photos) each
+    band is drawn at its real amplitude, the higher bands around mid-gray."""
+    if scorers:
+        drawn = [s.reading(shown) for s in scorers]
+    else:
+        drawn = [bands[0](shown), *((b(shown) + 0.5).clamp(0, 1) for b in bands[1:])]
+    return [im for i in range(len(shown)) for im in (shown[i], *(d[i] for d in drawn))]
+
+
+def _bands_note(scorers: Sequence[DigitScorer] | None) -> str:
+    """The caption's words on how the bands are drawn."""
+    if not scorers:
+        return "The higher bands are drawn at their real amplitude around mid-gray."
+    gains = " and ".join(f"{s.reading.scale:.2f}" for s in scorers[1:])
+    return ("The bands are drawn as the judge reads them: the low band as it is, each higher band as bright strokes, "
+            f"its positive part times one gain fitted on real digits ({gains}) and the same for every image, so a "
+            "faint band looks faint.")
 
 
 def _at_display(a: PartA, shown: torch.Tensor, sigma: float) -> tuple[int, float]:
