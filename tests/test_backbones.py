@@ -23,6 +23,8 @@ from difflab.backbones.mnist import MnistBackbone, parse_prompt
 from difflab.core.schedule import NoiseSchedule
 from difflab.part_a import loops as pa
 
+pytestmark = pytest.mark.unit
+
 CPU = torch.device("cpu")
 T = 30
 

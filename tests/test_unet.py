@@ -8,6 +8,8 @@ from torch import nn
 from difflab.core.families import build_model
 from difflab.core.unet import UNet, one_hot
 
+pytestmark = pytest.mark.unit
+
 
 def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
