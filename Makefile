@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test smoke remote install clean-venv
+.PHONY: repro test check smoke remote install clean-venv
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ repro: $(STAMP)
 # cores with two OpenMP threads each slow each other down many times over.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 python -m pytest -q -n 2 --dist loadfile tests
+
+# The fast tier, to run while editing: every test but the e2e ones (pytest markers; no DVC, no stage subprocesses),
+# so the unit tests, the params schema checks (tests/test_params.py) and the graph checks (tests/test_graph.py).
+check: $(STAMP)
+	OMP_NUM_THREADS=1 python -m pytest -q -n 2 --dist loadfile -m "not e2e" tests
 
 # A local-directory DVC remote (default), for `dvc push` / `dvc pull` of data, models and reports.
 REMOTE ?= $(abspath ..)/difflab-dvc-remote

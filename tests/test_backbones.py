@@ -24,6 +24,8 @@ from difflab.core.reverse import ancestral_step, posterior_variance
 from difflab.core.schedule import NoiseSchedule
 from difflab.part_a import loops as pa
 
+pytestmark = pytest.mark.unit
+
 CPU = torch.device("cpu")
 T = 30
 

@@ -26,6 +26,8 @@ import yaml
 from conftest import REPO, run, scratch_repo, user_env
 from PIL import Image
 
+pytestmark = pytest.mark.unit
+
 TARGETS = ["part_a", "sample@time_fm", "sample@class_ddpm", "guidance_sweep", "evaluate_denoiser", "classifier"]
 TRACKED = ("data", "models", "reports", "checkpoints")
 DELETE = object()
@@ -326,6 +328,7 @@ def restore(root: Path, outputs: dict[str, str] | None = None) -> None:
         run(["dvc", "checkout", "--force", "--with-deps", *TARGETS], root)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(pipeline, case: Case):
     root, before = pipeline
@@ -368,6 +371,7 @@ def test_run_stage_one_line_for_project_errors_traceback_for_bugs(capsys, monkey
         run_stage("sample@x", fails, DifflabError("shown with its traceback"))
 
 
+@pytest.mark.e2e
 def test_debug_env_shows_the_traceback(pipeline):
     root, _ = pipeline
     params(gamma="high")(root)

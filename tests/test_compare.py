@@ -6,6 +6,8 @@ import pytest
 import yaml
 from conftest import run, scratch_repo
 
+pytestmark = pytest.mark.e2e
+
 TARGET = "sample@class_ddpm"
 METRICS = "reports/metrics/sample_class_ddpm.json"
 SAMPLES = "reports/samples/class_ddpm"

@@ -19,6 +19,8 @@ from torchvision.datasets import MNIST
 from difflab.data import mnist as data
 from difflab.data.mnist import DataError, fetch_mnist, load_mnist
 
+pytestmark = pytest.mark.unit
+
 COUNTS = {"train": 12, "t10k": 5}
 
 

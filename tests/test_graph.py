@@ -21,6 +21,8 @@ from difflab.part_a import views
 from difflab.pipeline import params
 from difflab.sampling import samplers
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 CODE_ROOTS = ("difflab", "stages")
 

@@ -13,7 +13,8 @@ from PIL import Image
 from difflab.data.images import ImageError, read_image, read_mask
 
 FUZZ = settings(max_examples=50, deadline=None)
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # PIL's notes on the corrupt files we feed it
+pytestmark = [pytest.mark.unit,
+              pytest.mark.filterwarnings("ignore::UserWarning:PIL")]  # PIL's notes on the corrupt files we feed it
 
 
 def png_bytes(image: Image.Image, **save_args) -> bytes:

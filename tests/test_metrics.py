@@ -18,6 +18,8 @@ from difflab.evaluation.metrics import (
     sample_scores,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def random_spd(rng, d):
     a = rng.normal(size=(d, d))

@@ -1,5 +1,7 @@
-"""params.yaml validation: typos, bad types and out-of-range values fail with the key, value and what is allowed."""
+"""params.yaml validation: typos, bad types and out-of-range values fail with the key, value and what is allowed;
+the editor's JSON Schema (params.schema.json) flags them too, in the same words."""
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -10,8 +12,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from conftest import user_env
+from jsonschema import Draft7Validator
 
-from difflab.pipeline.params import ParamsError, load, validate
+from difflab.pipeline.params import SCHEMA, P, ParamsError, json_schema, load, validate
+
+pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -27,6 +32,29 @@ def edited(path: str, value):
     return p
 
 
+def leaves(spec=SCHEMA, node=DEFAULT, path=""):
+    """(dotted key, P) of every key in the schema, optional ones too; an ("each", ...) map by its first name in
+    params.yaml."""
+    if isinstance(spec, P):
+        yield path, spec
+        return
+    if isinstance(spec, tuple):
+        name = next(iter(node))
+        yield from leaves(spec[1], node[name], f"{path}.{name}")
+        return
+    for key, sub in spec.items():
+        yield from leaves(sub, node.get(key, {}), f"{path}.{key}" if path else key)
+
+
+LEAVES = dict(leaves())
+EDITOR = Draft7Validator(json.loads((REPO / "params.schema.json").read_text()))
+
+
+def editor_errors(params: dict) -> list[str]:
+    """What an editor with the YAML language server flags in params.yaml (it validates against params.schema.json)."""
+    return sorted(err.message for err in EDITOR.iter_errors(params))
+
+
 def test_shipped_params_are_valid():
     validate(copy.deepcopy(DEFAULT))
     validate(yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text()))
@@ -35,7 +63,7 @@ def test_shipped_params_are_valid():
     assert set(full) == set(DEFAULT) and set(full["models"]) == set(DEFAULT["models"])
 
 
-@pytest.mark.parametrize("path,value,message", [
+BAD_VALUES = [
     ("models.class_ddpm.epochs", -1, r"models\.class_ddpm\.epochs: got -1; expected an int in \[1, 10000\]"),
     ("models.class_ddpm.epochs", "ten", r"models\.class_ddpm\.epochs: got 'ten'"),
     ("models.denoiser.kind", "denoser", r"did you mean 'denoiser'"),
@@ -44,10 +72,14 @@ def test_shipped_params_are_valid():
     ("gamma", -2, r"gamma: got -2"),
     ("models.class_fm.p_uncond", 1.5, r"p_uncond: got 1.5"),
     ("models.class_fm.snapshots", [1, 0], r"snapshots\[1\]: got 0"),
-])
+]
+
+
+@pytest.mark.parametrize("path,value,message", BAD_VALUES)
 def test_bad_values_name_key_value_and_allowed(path, value, message):
     with pytest.raises(ParamsError, match=message):
         validate(edited(path, value))
+    assert editor_errors(edited(path, value)), "the editor's schema should flag it too"
 
 
 def test_unknown_key_suggests_the_right_one():
@@ -85,12 +117,15 @@ def test_more_ddpm_sampling_steps_than_timesteps_fail_in_validation():
                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),
                     max_leaves=6),
        st.sampled_from(["seed", "gamma", "device", "data", "models", "sample", "ddpm", "models.class_ddpm",
-                        "models.class_ddpm.hidden", "sample.n_fid", "sampling", "denoiser_eval.sigmas"]))
+                        "models.class_ddpm.hidden", "sample.n_fid", "sampling", "denoiser_eval.sigmas", *LEAVES]))
 def test_any_value_anywhere_is_accepted_or_a_params_error(value, path):
+    """... and what the check accepts, the editor accepts (the editor misses only the checks across keys)."""
     try:
         validate(edited(path, value))
     except ParamsError as err:
         assert str(err)
+    else:
+        assert editor_errors(edited(path, value)) == []
 
 
 def test_cli_exit_codes(tmp_path):
@@ -128,3 +163,53 @@ def test_part_a_steps_must_fit_the_strided_schedule(edit, key):
     edit(params["part_a"])
     with pytest.raises(ParamsError, match=rf"^{re.escape(key)}: got .*(use|at most)"):
         validate(params)
+
+
+def test_the_schema_file_is_the_schema():
+    out = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "schema"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert json.loads(out) == json_schema()
+    assert (REPO / "params.schema.json").read_text() == out, \
+        "params.schema.json is stale: run `python -m difflab.pipeline.params schema > params.schema.json`"
+    Draft7Validator.check_schema(json_schema())
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "params_full.yaml", "tests/tiny_params.yaml"])
+def test_params_files_point_the_editor_at_the_schema_and_pass_it(name):
+    path = REPO / name
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# yaml-language-server: $schema="), "an editor finds the schema from this line"
+    assert (path.parent / first.partition("$schema=")[2]).resolve() == REPO / "params.schema.json"
+    assert editor_errors(yaml.safe_load(path.read_text())) == []
+
+
+def test_the_editor_flags_misspelt_keys_and_out_of_range_values():
+    top = copy.deepcopy(DEFAULT)
+    top["gamme"] = 5
+    assert editor_errors(top) == ["Additional properties are not allowed ('gamme' was unexpected)"]
+    nested = copy.deepcopy(DEFAULT)
+    nested["models"]["class_ddpm"]["epoch"] = nested["models"]["class_ddpm"].pop("epochs")
+    assert editor_errors(nested) == ["'epochs' is a required property",
+                                     "Additional properties are not allowed ('epoch' was unexpected)"]
+    assert editor_errors(edited("models.class_ddpm.epochs", -1)) == ["-1 is less than the minimum of 1"]
+    assert editor_errors(edited("part_a.stride_fraction", 0.6)) == ["0.6 is greater than the maximum of 0.5"]
+    assert editor_errors(edited("sample.ddpm_sampler", "dpm")) == [
+        "'dpm' is not one of ['ddpm', 'ddim', 'dpmsolver', 'dpmsolver_sde']"]
+    assert editor_errors(edited("device", "cuda:x")) == [
+        r"'cuda:x' does not match '^(?:auto|cpu|cuda(:\\d+)?|mps)$'"]  # the pattern's repr
+    assert editor_errors(edited("models.class ddpm", DEFAULT["models"]["class_ddpm"])) == [
+        "'class ddpm' does not match any of the regexes: '^[A-Za-z0-9_]+$'"]
+
+
+@pytest.mark.parametrize("path", LEAVES)
+def test_every_key_says_what_it_means_in_the_same_words_to_the_check_and_the_editor(path):
+    """A new key needs `doc=`: the check's error and the editor's hover text both show it."""
+    p = LEAVES[path]
+    assert p.doc, f"{path}: give its P a doc=\"what it means\" (shown by the params check and the editor)"
+    with pytest.raises(ParamsError) as err:
+        validate(edited(path, {"not": "a value"}))
+    assert str(err.value) == f"{path}: got {{'not': 'a value'}}; expected {p.describe()} ({p.doc})"
+    node = json_schema()
+    for key in path.split("."):
+        node = node["properties"][key] if "properties" in node else node["patternProperties"]["^[A-Za-z0-9_]+$"]
+    assert node["description"] == f"{p.doc}. Expected {p.describe()}."

@@ -30,6 +30,8 @@ from difflab.part_a.sections.context import SEEDS, UPSAMPLE
 from difflab.part_a.views import FlipView, View, hybrid_views, three_band_views
 from difflab.pipeline.params import load
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS = REPO / "tests" / "tiny_params.yaml"
 CPU = torch.device("cpu")

@@ -16,6 +16,8 @@ from conftest import run, scratch_repo
 
 from difflab.pipeline.params import TRACE_ENV
 
+pytestmark = pytest.mark.e2e
+
 RAN = re.compile(r"Running stage '([^']+)'")
 
 

@@ -19,6 +19,8 @@ from difflab.pipeline.paths import Outputs
 from difflab.pipeline.runtime import autocast, generator, seed_everything
 from difflab.training.loop import EMA, TrainConfig, _step, train, warmup_factor
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 

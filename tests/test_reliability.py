@@ -12,6 +12,8 @@ import pytest
 import yaml
 from conftest import run, scratch_repo, user_env
 
+pytestmark = pytest.mark.e2e
+
 TRAIN = "train@class_ddpm"
 SLOW_TRAIN = {"hidden": 8, "epochs": 4, "snapshots": [1, 4]}
 

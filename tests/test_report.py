@@ -17,6 +17,8 @@ from PIL import Image
 from difflab.figures import manifest
 from difflab.report import html as report
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -135,6 +137,7 @@ def test_every_link_is_relative(tmp_path):
         assert src.startswith(("data:image/png;base64,", "#")) or not re.match(r"^(/|[a-z]+:)", src), src
 
 
+@pytest.mark.e2e  # a browser, installed by .ci/run
 def test_page_renders_in_headless_chromium(tmp_path):
     if CHROMIUM is None:
         if os.environ.get("CI", "").lower() == "true":

@@ -10,6 +10,8 @@ from difflab.core.unet import one_hot
 from difflab.sampling.choice import SamplerChoice
 from difflab.sampling.samplers import generate, sample_ddpm, sample_flow, trailing_timesteps, with_cfg
 
+pytestmark = pytest.mark.unit
+
 
 class PointMassEps(nn.Module):
     """The exact eps-predictor when all data is one image x*: eps = (x_t - sqrt(abar) x*) / sqrt(1 - abar); its

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import run, scratch_repo
 
+pytestmark = pytest.mark.e2e
+
 RAN = re.compile(r"Running stage '([^']+)'")
 METRICS = "reports/metrics/sample_class_ddpm.json"
 OUTPUTS = ("data", "models", "reports", "checkpoints")

@@ -14,6 +14,8 @@ from difflab.figures.training_log import read_curve
 from difflab.pipeline.paths import Outputs
 from difflab.training.loop import TrainConfig, TrainingDiverged, train
 
+pytestmark = pytest.mark.unit
+
 
 def tiny_data(n=64):
     g = torch.Generator().manual_seed(0)

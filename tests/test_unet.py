@@ -9,6 +9,8 @@ from difflab.core.families import build_model
 from difflab.core.inference import fold_batchnorm
 from difflab.core.unet import UNet, one_hot
 
+pytestmark = pytest.mark.unit
+
 
 def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())

@@ -17,6 +17,8 @@ from difflab.part_a.views import (
 )
 from difflab.pipeline.params import VIEW_NAMES
 
+pytestmark = pytest.mark.unit
+
 PERMUTATIONS = [name for name in VIEWS if is_permutation(get_view(name))]
 
 

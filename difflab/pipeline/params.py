@@ -1,13 +1,15 @@
 """Load and validate params.yaml: every stage calls `load()` first, so a typo fails at once with the fix.
 
-`python -m difflab.pipeline.params check [FILE]` runs the same validation on any params file.
+`python -m difflab.pipeline.params check [FILE]` runs the same validation on any params file;
+`python -m difflab.pipeline.params schema` prints the schema as JSON Schema (params.schema.json) for editors.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,7 +69,8 @@ def model_kind(params: dict, name: str) -> Kind:
 
 @dataclass(frozen=True)
 class P:
-    """One leaf: its type, optional range / allowed values / pattern, and whether it may be omitted."""
+    """One leaf: its type, optional range / allowed values / pattern, whether it may be omitted, and `doc`, what the
+    key means. The check's errors and the editor's JSON Schema both word a key with `describe()` and `doc`."""
     type: type | tuple[type, ...]
     lo: float | None = None
     hi: float | None = None
@@ -75,11 +78,14 @@ class P:
     pattern: str | None = None
     optional: bool = False
     item: "P | None" = None  # for lists
+    doc: str = ""
 
     def describe(self) -> str:
+        """The values allowed, e.g. "an int in [1, 10000]"."""
         if self.choices:
             return "one of " + ", ".join(map(repr, self.choices))
-        t = self.type.__name__ if isinstance(self.type, type) else "/".join(x.__name__ for x in self.type)
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        t = "number" if set(types) == {int, float} else "/".join(x.__name__ for x in types)
         if t == "list" and self.item:
             t = f"a list of {self.item.describe()}"
         rng = ""
@@ -87,84 +93,158 @@ class P:
             rng = f" in [{'-inf' if self.lo is None else self.lo}, {'inf' if self.hi is None else self.hi}]"
         return f"{'an' if t[0] in 'aeiou' else 'a'} {t}{rng}" + (f" matching {self.pattern}" if self.pattern else "")
 
+    def expected(self) -> str:
+        """What the check's errors say after "expected": the values allowed, then what the key means."""
+        return self.describe() + (f" ({self.doc})" if self.doc else "")
 
+    def json_schema(self) -> dict:
+        """This leaf as JSON Schema; its description is `doc` and `describe()`, the words of the check's errors."""
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        names = [JSON_TYPES[t] for t in types]
+        names = [n for n in names if not (n == "integer" and "number" in names)]
+        out: dict[str, Any] = {"type": names[0] if len(names) == 1 else names}
+        if self.doc:
+            out["description"] = f"{self.doc}. Expected {self.describe()}."
+        if self.choices is not None:
+            out["enum"] = list(self.choices)
+        if self.lo is not None:
+            out["minimum"] = self.lo
+        if self.hi is not None:
+            out["maximum"] = self.hi
+        if self.pattern is not None:
+            out["pattern"] = f"^(?:{self.pattern})$"  # JSON Schema patterns search; the check matches whole values
+        if self.item is not None:
+            out["items"] = self.item.json_schema()
+        return out
+
+
+JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", list: "array"}
 NUM = (int, float)
-DEVICE = P(str, pattern=r"auto|cpu|cuda(:\d+)?|mps")
 
 MODEL = {
-    "kind": P(str, choices=KINDS),
-    "schedule": P(str, choices=("ddpm", "seed")),  # the section its training reads for the noise schedule
-    "hidden": P(int, 1, 1024),
-    "batch_size": P(int, 1, 65536),
-    "epochs": P(int, 1, 10000),
-    "lr": P(NUM, 0, 10),
-    "lr_decay": P(bool),
-    "grad_clip": P(NUM, 0),
-    "sigma": P(NUM, 0, 100, optional=True),
-    "p_uncond": P(NUM, 0, 1, optional=True),
-    "snapshots": P(list, item=P(int, 1, 10000)),
-    "train_subset": P(int, 0, 60000),  # first N training digits (0 = all)
+    "kind": P(str, choices=KINDS, doc="the model family and its conditioning"),
+    "schedule": P(str, choices=("ddpm", "seed"), doc="the params section of the model's noise schedule: ddpm for "
+                  "DDPM kinds, seed for the others (they have none)"),
+    "hidden": P(int, 1, 1024, doc="D, the UNet's channel width"),
+    "batch_size": P(int, 1, 65536, doc="training images per optimizer step"),
+    "epochs": P(int, 1, 10000, doc="training epochs"),
+    "lr": P(NUM, 0, 10, doc="Adam's learning rate"),
+    "lr_decay": P(bool, doc="decay the learning rate to 0.1x over training (ExponentialLR, once per epoch)"),
+    "grad_clip": P(NUM, 0, doc="gradient-norm clip; 0 = off"),
+    "sigma": P(NUM, 0, 100, optional=True, doc="the noise level the denoiser trains at"),
+    "p_uncond": P(NUM, 0, 1, optional=True, doc="share of training labels dropped, for classifier-free guidance"),
+    "snapshots": P(list, item=P(int, 1, 10000), doc="epochs after which the weights are kept for the per-epoch "
+                   "sample figures"),
+    "train_subset": P(int, 0, 60000, doc="train on the first N training digits; 0 = all 60,000"),
     # Opt-in recipe changes (omitted = off = the spec's recipe; bench/frontier.py measures them):
-    "ema_decay": P(NUM, 0, 0.99999, optional=True),       # EMA of weights for snapshots and the model; 0 = off
-    "warmup_steps": P(int, 0, 10**7, optional=True),      # linear lr warm-up over the first optimizer steps
-    "t_sampling": P(str, choices=T_SAMPLINGS, optional=True),  # flow kinds: training-time distribution
-    "t_logit_mean": P(NUM, -10, 10, optional=True),       # logit_normal: t = sigmoid(N(mean, std^2))
-    "t_logit_std": P(NUM, 0.01, 10, optional=True),
-    "min_snr_gamma": P(NUM, 0, 1000, optional=True),      # DDPM kinds: min-SNR-gamma loss weights; 0 = off
+    "ema_decay": P(NUM, 0, 0.99999, optional=True, doc="not in the spec: snapshots and the model are an EMA of the "
+                   "weights with this decay; 0 = off"),
+    "warmup_steps": P(int, 0, 10**7, optional=True, doc="not in the spec: linear lr warm-up over this many first "
+                      "optimizer steps"),
+    "t_sampling": P(str, choices=T_SAMPLINGS, optional=True, doc="not in the spec, flow kinds only: the "
+                    "training-time distribution (uniform is the spec's)"),
+    "t_logit_mean": P(NUM, -10, 10, optional=True, doc="logit_normal times t = sigmoid(N(mean, std^2)): the mean"),
+    "t_logit_std": P(NUM, 0.01, 10, optional=True, doc="logit_normal times t = sigmoid(N(mean, std^2)): the std"),
+    "min_snr_gamma": P(NUM, 0, 1000, optional=True, doc="not in the spec, DDPM kinds only: loss weights "
+                       "min(SNR_t, gamma) / SNR_t; 0 = off"),
 }
 
 PROMPT_LIST = P(list, item=P(str))
-PART_A_PROMPTS = {"samples": PROMPT_LIST, "photo": P(str), "sdedit": P(str), "edits": PROMPT_LIST,
-                  "anagrams": P(list, item=PROMPT_LIST), "hybrids": P(list, item=PROMPT_LIST),
-                  "three_band": P(list, item=PROMPT_LIST)}
-FILTER = {"kernel": P(int, 1, 255), "sigma": P(NUM, 0, 100)}
-BOX = P(list, item=P(NUM, 0, 1))
+PART_A_PROMPTS = {
+    "samples": replace(PROMPT_LIST, doc="A.0: the prompts to sample"),
+    "photo": P(str, doc="A.1.3-1.6's prompt, the course's \"a high quality photo\""),
+    "sdedit": P(str, doc="A.1.7-1.7.2's generic prompt"),
+    "edits": replace(PROMPT_LIST, doc="A.1.7.3: one prompt per test image"),
+    "anagrams": P(list, item=PROMPT_LIST, doc="A.1.8 visual anagrams: [view, upright prompt, prompt after the view]"),
+    "hybrids": P(list, item=PROMPT_LIST, doc="A.1.9 hybrid images: [low-pass prompt, high-pass prompt]"),
+    "three_band": P(list, item=PROMPT_LIST, doc="A.1.9 three-band hybrids: [low, middle, high frequency prompt]"),
+}
+FILTER = {"kernel": P(int, 1, 255, doc="Gaussian kernel size in pixels at 64 px, scaled to the backbone's size"),
+          "sigma": P(NUM, 0, 100, doc="Gaussian sigma in pixels at 64 px, scaled to the backbone's size")}
+BOX = P(list, item=P(NUM, 0, 1), doc="the region A.1.7.2 regenerates: [top, left, bottom, right] as fractions")
 PART_A = {
-    "backbone": P(str, choices=("mnist", "deepfloyd")),
-    "seed": P(int, 0, 2**63 - 1),
-    "cfg_scale": P(NUM, 0, 100),
-    "noise_fractions": P(list, item=P(NUM, 0, 1)),
-    "stride_fraction": P(NUM, 0, 0.5),
-    "i_start": P(int, 0, 10000),
-    "show_every": P(int, 1, 10000),
-    "inference_steps": P(list, item=P(int, 1, 10000)),
-    "n_samples": P(int, 1, 256),
-    "sdedit_i_starts": P(list, item=P(int, 0, 10000)),
+    "backbone": P(str, choices=("mnist", "deepfloyd"), doc="mnist = Part B's class_ddpm (offline, CPU); deepfloyd "
+                  "= DeepFloyd IF (CUDA GPU and a Hugging Face login with the IF licence accepted)"),
+    "seed": P(int, 0, 2**63 - 1, doc="the seed of Part A's random numbers"),
+    "cfg_scale": P(NUM, 0, 100, doc="Part A's CFG scale"),
+    "noise_fractions": P(list, item=P(NUM, 0, 1), doc="A.1.1-1.3 noise levels as fractions of T"),
+    "stride_fraction": P(NUM, 0, 0.5, doc="strided timesteps every stride_fraction x T"),
+    "i_start": P(int, 0, 10000, doc="the strided index A.1.4 starts denoising at"),
+    "show_every": P(int, 1, 10000, doc="A.1.4 shows every n-th step"),
+    "inference_steps": P(list, item=P(int, 1, 10000), doc="A.0 samples at these num_inference_steps"),
+    "n_samples": P(int, 1, 256, doc="images sampled in A.1.5 and A.1.6"),
+    "sdedit_i_starts": P(list, item=P(int, 0, 10000), doc="the strided indices SDEdit (A.1.7) starts at"),
     "blur": FILTER,
     "hybrid_filter": FILTER,
-    "n_seeds": P(int, 1, 100000),
-    "pair_matrix": {"views": P(list, item=P(str)), "seeds": P(int, 1, 1000), "steps": P(int, 2, 10000)},
-    "hybrid_sweep": {"sigmas": P(list, item=P(NUM, 0.05, 20)), "seeds": P(int, 1, 1000)},
-    "three_band_sigmas": P(list, item=P(NUM, 0.05, 50)),
-    "mnist": {"test_indices": P(list, item=P(int, 0, 9999)), "web_text": P(str, pattern=r"\S.*"), "inpaint_box": BOX,
+    "n_seeds": P(int, 1, 100000, doc="illusions per pair, scored by the MNIST classifier (mnist backbone only)"),
+    "pair_matrix": {
+        "views": P(list, item=P(str), doc="A.1.8 measurement (mnist only): the views under which every "
+                   "upright/turned digit pair is tried"),
+        "seeds": P(int, 1, 1000, doc="anagrams per digit pair"),
+        "steps": P(int, 2, 10000, doc="sampling steps, evenly spaced, for the pair matrix")},
+    "hybrid_sweep": {
+        "sigmas": P(list, item=P(NUM, 0.05, 20), doc="A.1.9 measurement (mnist only): the Gaussian cut-offs tried, "
+                    "at 28 px; A.1.9 uses the best"),
+        "seeds": P(int, 1, 1000, doc="hybrids per pair and sigma")},
+    "three_band_sigmas": P(list, item=P(NUM, 0.05, 50), doc="A.1.9 three-band hybrid: [larger sigma, smaller sigma] "
+                           "at 64 px; the low band lies below the first, the high band above the second"),
+    "mnist": {"test_indices": P(list, item=P(int, 0, 9999), doc="the MNIST test digits that are Part A's test images"),
+              "web_text": P(str, pattern=r"\S.*", doc="the \"web image\": this text drawn in PIL's default font"),
+              "inpaint_box": BOX,
               "prompts": PART_A_PROMPTS},
-    "deepfloyd": {"stage1": P(str), "stage2": P(str), "upsample": P(bool), "stage2_steps": P(int, 1, 1000),
-                  "thresholding": P(bool),
-                  "test_images": P(list, item=P(str)), "web_image": P(str), "inpaint_box": BOX,
+    "deepfloyd": {"stage1": P(str, doc="IF stage I: a hub id or a local directory"),
+                  "stage2": P(str, doc="IF stage II: a hub id or a local directory"),
+                  "upsample": P(bool, doc="stage II super-resolves generated images to 256x256"),
+                  "stage2_steps": P(int, 1, 1000, doc="stage II inference steps"),
+                  "thresholding": P(bool, doc="A.0 with IF's dynamic thresholding, as IFPipeline samples"),
+                  "test_images": P(list, item=P(str), doc="scikit-image sample photos used as test images"),
+                  "web_image": P(str, doc="the scikit-image sample photo used as the \"web image\""),
+                  "inpaint_box": BOX,
                   "prompts": PART_A_PROMPTS},
 }
 
 SCHEMA: dict[str, Any] = {
-    "seed": P(int, 0, 2**63 - 1),
-    "device": DEVICE,
-    "precision": P(str, choices=("auto", "fp32", "bf16")),
-    "gamma": P(NUM, 0, 100),
-    "data": {"source": P(str), "expect": P(str, choices=("mnist", "any"))},
-    "ddpm": {"num_ts": P(int, 2, 10000), "beta1": P(NUM, 0, 1), "beta2": P(NUM, 0, 1)},
+    "seed": P(int, 0, 2**63 - 1, doc="the seed of Part B's random numbers"),
+    "device": P(str, pattern=r"auto|cpu|cuda(:\d+)?|mps", doc="where torch runs; auto picks CUDA when present"),
+    "precision": P(str, choices=("auto", "fp32", "bf16"), doc="auto = bf16 autocast where the hardware is fast at "
+                   "it, else fp32"),
+    "gamma": P(NUM, 0, 100, doc="CFG scale of Part B's class-conditioned sampling"),
+    "data": {"source": P(str, doc="where MNIST comes from: auto, torchvision, pypi, or a local directory of IDX "
+                         "files"),
+             "expect": P(str, choices=("mnist", "any"), doc="mnist = the real 60k/10k files, checked against pinned "
+                         "sha256s; any = your own IDX set")},
+    "ddpm": {"num_ts": P(int, 2, 10000, doc="T, the DDPM timesteps"),
+             "beta1": P(NUM, 0, 1, doc="the linear noise schedule's first beta"),
+             "beta2": P(NUM, 0, 1, doc="the linear noise schedule's last beta")},
     "models": ("each", MODEL),
     "sample": {
-        "n_fid": P(int, 10, 100000),
-        "ddpm_sampler": P(str, choices=DDPM_SAMPLERS),
-        "ddpm_steps": P(int, 0, 10000),
-        "flow_sampler": P(str, choices=FLOW_SAMPLERS),
-        "flow_steps": P(int, 1, 10000),
-        "batch_size": P(int, 1, 100000),
+        "n_fid": P(int, 10, 100000, doc="samples per model for the Frechet distance (its baseline uses as many real "
+                   "digits)"),
+        "ddpm_sampler": P(str, choices=DDPM_SAMPLERS, doc="DDPM kinds' sampler: ddpm (ancestral, the spec's), ddim, "
+                          "dpmsolver (DPM-Solver++ 2M) or dpmsolver_sde"),
+        "ddpm_steps": P(int, 0, 10000, doc="DDPM sampling steps; 0 = all T"),
+        "flow_sampler": P(str, choices=FLOW_SAMPLERS, doc="flow kinds' sampler: euler (the spec's) or heun (2nd "
+                          "order: n steps cost 2n - 1 evaluations)"),
+        "flow_steps": P(int, 1, 10000, doc="flow sampling steps"),
+        "batch_size": P(int, 1, 100000, doc="samples per batch (CFG doubles the rows)"),
     },
-    "denoiser_eval": {"sigmas": P(list, item=P(NUM, 0, 100)), "n_test": P(int, 0, 10000)},
-    "sampling": ("each", {"guidance": P(str, choices=("seed", "gamma")), "schedule": P(str, choices=("ddpm", "seed"))}),
-    "classifier": {"epochs": P(int, 1, 1000), "batch_size": P(int, 1, 65536), "lr": P(NUM, 0, 10),
-                   "max_shift": P(int, 0, 8), "train_subset": P(int, 0, 60000)},
-    "guidance_sweep": {"gammas": P(list, item=P(NUM, 0, 100)), "n": P(int, 10, 100000)},
+    "denoiser_eval": {"sigmas": P(list, item=P(NUM, 0, 100), doc="the noise levels the denoiser is scored at"),
+                      "n_test": P(int, 0, 10000, doc="test digits scored per sigma; 0 = all 10,000")},
+    "sampling": ("each", {
+        "guidance": P(str, choices=("seed", "gamma"), doc="the param holding the model's CFG scale: gamma for "
+                      "class-conditioned models, seed for none"),
+        "schedule": P(str, choices=("ddpm", "seed"), doc="the params section of the model's noise schedule: ddpm "
+                      "for DDPM kinds, seed for the others (they have none)")}),
+    "classifier": {"epochs": P(int, 1, 1000, doc="training epochs of the MNIST classifier that scores samples"),
+                   "batch_size": P(int, 1, 65536, doc="the scoring classifier's training batch size"),
+                   "lr": P(NUM, 0, 10, doc="the scoring classifier's Adam learning rate"),
+                   "max_shift": P(int, 0, 8, doc="the scoring classifier's random-translation augmentation, in "
+                                  "pixels"),
+                   "train_subset": P(int, 0, 60000, doc="the scoring classifier trains on the first N training "
+                                     "digits; 0 = all 60,000")},
+    "guidance_sweep": {"gammas": P(list, item=P(NUM, 0, 100), doc="the CFG scales tried on the class-conditioned "
+                                   "models"),
+                       "n": P(int, 10, 100000, doc="samples per model and scale")},
     "part_a": PART_A,
 }
 
@@ -270,12 +350,25 @@ def _check_part_a_steps(params: dict) -> None:
 EXTRA_CHECKS.append(_check_part_a_steps)
 
 
+NAME = r"[A-Za-z0-9_]+"  # the names of an ("each", {...}) mapping, such as models.<name>
+EACH = "a mapping of names to settings"
+
+
+def _is_each(spec: Any) -> bool:
+    return isinstance(spec, tuple) and bool(spec) and spec[0] == "each"
+
+
+def _expected(spec: Any) -> str:
+    """What a key of this spec holds, as the check's errors and the JSON Schema descriptions word it."""
+    return spec.expected() if isinstance(spec, P) else EACH if _is_each(spec) else "a mapping"
+
+
 def _check(value: Any, spec: Any, key: str) -> None:
-    if isinstance(spec, tuple) and spec and spec[0] == "each":
+    if _is_each(spec):
         if not isinstance(value, dict) or not value:
-            raise ParamsError(f"{key}: expected a mapping of names to settings, got {value!r}")
+            raise ParamsError(f"{key}: expected {EACH}, got {value!r}")
         for name, sub in value.items():
-            if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
+            if not re.fullmatch(NAME, str(name)):
                 raise ParamsError(f"{key}.{name}: names may use letters, digits and _ only")
             _check(sub, spec[1], f"{key}.{name}")
         return
@@ -293,28 +386,30 @@ def _check(value: Any, spec: Any, key: str) -> None:
             if k not in value:
                 if isinstance(sub, P) and sub.optional:
                     continue
-                raise ParamsError(f"{full}: missing; expected {sub.describe() if isinstance(sub, P) else 'a mapping'}")
+                raise ParamsError(f"{full}: missing; expected {_expected(sub)}")
             _check(value[k], sub, full)
         return
     _leaf(value, spec, key)
 
 
 def _leaf(value: Any, p: P, key: str) -> None:
+    def bad(hint: str = "") -> ParamsError:
+        return ParamsError(f"{key}: got {value!r}; expected {p.expected()}{hint}")
+
     types = p.type if isinstance(p.type, tuple) else (p.type,)
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if float in types and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}")
+        raise bad()
     if p.choices is not None and value not in p.choices:
         hint = _closest(str(value), p.choices)
-        raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}"
-                          + (f" (did you mean {hint!r}?)" if hint else ""))
+        raise bad(f"; did you mean {hint!r}?" if hint else "")
     if p.pattern is not None and not re.fullmatch(p.pattern, value):
-        raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}")
+        raise bad()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value != value or (p.lo is not None and value < p.lo) or (p.hi is not None and value > p.hi):
-            raise ParamsError(f"{key}: got {value!r}; expected {p.describe()}")
+            raise bad()
     if isinstance(value, list) and p.item is not None:
         for i, v in enumerate(value):
             _leaf(v, p.item, f"{key}[{i}]")
@@ -403,7 +498,6 @@ class TracedParams(dict):
 def _trace(params: dict, log: str) -> dict:
     """Wrap params so every read is recorded; at exit append {"argv", "reads"} as a JSON line to `log`."""
     import atexit
-    import json
 
     reads: set[str] = set()
     yaml.SafeDumper.add_representer(TracedParams, lambda d, data: d.represent_dict(data.copy()))
@@ -429,9 +523,36 @@ def load(path: str | Path = "params.yaml") -> dict:
     return _trace(params, log) if log else params
 
 
+JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"  # the newest the YAML language server supports
+
+
+def _json_schema(spec: Any) -> dict:
+    if isinstance(spec, P):
+        return spec.json_schema()
+    out: dict[str, Any] = {"type": "object", "description": _expected(spec)}
+    if _is_each(spec):
+        return {**out, "minProperties": 1, "patternProperties": {f"^{NAME}$": _json_schema(spec[1])},
+                "additionalProperties": False}
+    return {**out, "properties": {k: _json_schema(sub) for k, sub in spec.items()},
+            "required": [k for k, sub in spec.items() if not (isinstance(sub, P) and sub.optional)],
+            "additionalProperties": False}
+
+
+def json_schema() -> dict:
+    """SCHEMA as JSON Schema (params.schema.json), for editors: unknown keys, wrong types and out-of-range values are
+    flagged as you type. The checks across fields (`validate` after the per-key schema) are not in it."""
+    return {"$schema": JSON_SCHEMA_DIALECT, "title": "Diffusion Lab params.yaml",
+            **_json_schema(SCHEMA),
+            "description": "Generated by `python -m difflab.pipeline.params schema > params.schema.json`; "
+                           "`python -m difflab.pipeline.params check` also runs the checks across keys."}
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["schema"]:
+        print(json.dumps(json_schema(), indent=2))
+        return 0
     if not argv or argv[0] != "check" or len(argv) > 2:
-        print("usage: python -m difflab.pipeline.params check [FILE]", file=sys.stderr)
+        print("usage: python -m difflab.pipeline.params check [FILE] | schema", file=sys.stderr)
         return 2
     try:
         load(argv[1] if len(argv) > 1 else "params.yaml")
