@@ -35,7 +35,19 @@ window.addEventListener("load", function () {
     images: Array.from(document.images).map(function (i) {
       return [i.getAttribute("src").slice(0, 60), i.naturalWidth];
     }),
-    errors: window.__errors});
+    errors: window.__errors,
+    sections: Array.from(document.querySelectorAll("section")).map(function (s) {
+      var tables = Array.from(s.querySelectorAll("table"));
+      var keyValue = tables.filter(function (t) {
+        return Array.from(t.rows).every(function (r) { return r.cells.length === 2; });
+      });
+      return {id: s.id,
+              keyValueRows: keyValue.reduce(function (n, t) {
+                return n + t.rows.length - (t.tHead ? t.tHead.rows.length : 0); }, 0),
+              headers: tables.map(function (t) {
+                return t.tHead ? Array.from(t.tHead.rows[0].cells).map(function (c) { return c.textContent; }) : [];
+              })};
+    })});
   document.body.appendChild(out);
 });
 </script>"""
@@ -87,9 +99,92 @@ def fake_reports(root: Path, part_a: bool) -> tuple[Path, dict]:
         png(reports / "part_a" / "0_samples.png", 5)
         manifest.write(reports / "part_a", [manifest.Figure("1_1_forward.png", "Forward", "x_t.", "A.1.1"),
                                             manifest.Figure("0_samples.png", "Samples", "Prompts.", "A.0")])
-        write_json(m / "part_a.json", {"stride": 30, "one_step": {"psnr": 18.5}})
+        write_json(m / "part_a.json", PART_A)
     params = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
     return reports, params
+
+
+def quantiles(q10: float, q50: float, q90: float) -> dict:
+    return {"q10": q10, "q50": q50, "q90": q90}
+
+
+def illusion(success: float, a: tuple, c: tuple) -> dict:
+    return {"success": success, "alignment": quantiles(*a), "concealment": quantiles(*c)}
+
+
+# shaped like the pipeline's reports/metrics/part_a.json on the mnist backbone, made-up numbers; one denoising PSNR
+# and one success rate carry a 95 % interval
+PART_A = {
+    "num_train_timesteps": 300, "stride": 9,
+    "denoise_psnr": {"t75": {"blur": 15.781, "blur_ci95": [15.381, 16.181], "one_step": 23.046, "iterative": 22.157},
+                     "t150": {"blur": 12.356, "one_step": 17.087, "iterative": 13.999},
+                     "t225": {"blur": 10.956, "one_step": 13.992, "iterative": 14.21}},
+    "sdedit_psnr": {"i1": 9.617, "i3": 9.569, "i5": 9.593, "i7": 9.694, "i10": 10.671, "i20": 15.851},
+    "anagram_pairs": {view: {pair: {"success": 0.5, "alignment": 0.8125} for pair in ("5_2", "2_5", "4_7")}
+                      for view in ("flip", "rotate_cw", "jigsaw")},
+    "anagrams": {"flip_2_5": {**illusion(0.2, (0.0141, 0.2512, 0.8379), (1.0, 1.0, 1.0)),
+                              "success_ci95": [0.1124, 0.3304]},
+                 "rotate_cw_7_4": illusion(0.12, (0.0198, 0.3327, 0.8409), (0.9878, 0.9974, 0.9999)),
+                 "jigsaw_0_3": illusion(0.64, (0.4943, 0.9847, 0.9989), (0.9999, 1.0, 1.0))},
+    "hybrid_sweep": {"sigmas": [0.6, 0.875, 1.25, 1.75, 2.5],
+                     "success": {"0_8": [0.0] * 5, "4_9": [0.0, 0.0, 0.25, 0.125, 0.125], "0_6": [0.0] * 5},
+                     "best_sigma": 1.25, "any_pair_reaches_half": False},
+    "hybrids": {"0_8": illusion(0.0, (0.0, 0.0, 0.0), (0.5, 0.5, 0.5)),
+                "4_9": illusion(0.34, (0.0, 0.1132, 1.0), (0.5, 0.7107, 1.0)),
+                "0_6": illusion(0.1, (0.0, 0.0, 0.6363), (0.5, 0.5, 0.8181))},
+    "hybrid_filter": {"kernel": 9, "sigma": 1.25},
+    "three_band": {"0_8_1": illusion(0.0, (0.0, 0.0, 0.0), (0.3333, 0.3333, 0.3334))},
+    "run": {"device": "cpu", "precision": "bf16", "torch": "2.14.1", "threads": 2},
+}
+
+
+def table_rows(page: str, title: str) -> list[list[str]]:
+    """The cells of each row of the table under <h4>title</h4> (header row first)."""
+    table = page.split(f"<h4>{title}</h4>", 1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S) for row in re.findall(r"<tr.*?</tr>", table, re.S)]
+
+
+def test_a_number_shows_its_interval_as_plus_minus_or_as_a_range():
+    assert report.with_interval(15.78) == "15.78"
+    assert report.with_interval(15.781, [15.381, 16.181]) == "15.78 ± 0.40"
+    assert report.with_interval(0.2, [0.1124, 0.3304]) == "0.20 (0.11–0.33)"  # asymmetric: no ± that misleads
+    assert report.with_interval(1.0, [1.0, 1.0]) == "1.00"
+    assert report.metric_cell({"a": quantiles(0.4, 0.5, 0.6)}, "a") == "0.50 (0.40–0.60)"  # quantiles: always a range
+    assert report.metric_cell({"psnr": 20.0, "psnr_ci95": [19.5, 20.5]}, "psnr") == "20.00 ± 0.50"
+    assert report.metric_keys({"psnr": 20.0, "psnr_ci95": [19.5, 20.5], "mse": 0.01}) == ["psnr", "mse"]
+
+
+def test_part_a_numbers_are_tables_a_chart_and_a_link_to_the_raw_json(tmp_path):
+    reports, params = fake_reports(tmp_path, part_a=True)
+    page = report.render(reports, params)
+    assert table_rows(page, "Denoising: PSNR to the clean test image (dB)") == [
+        ["t", "blur (A.1.2)", "one-step (A.1.3)", "iterative (A.1.4)"],
+        ["75 (0.25 T)", "15.78 ± 0.40", "23.05", "22.16"], ["150 (0.50 T)", "12.36", "17.09", "14.00"],
+        ["225 (0.75 T)", "10.96", "13.99", "14.21"]]
+    illusions = table_rows(page, "Illusions: success, alignment A and concealment C")
+    assert illusions[0] == ["illusion", "success", "A: median (q10–q90)", "C: median (q10–q90)"]
+    assert illusions[1] == ["anagram, flip: 2 / 5", "0.20 (0.11–0.33)", "0.25 (0.01–0.84)", "1.00"]
+    assert ["hybrid, far / close: 4 / 9", "0.34", "0.11 (0.00–1.00)", "0.71 (0.50–1.00)"] in illusions
+    assert [row[0] for row in illusions[1:]] == ["anagram, flip: 2 / 5", "anagram, rotate_cw: 7 / 4",
+                                                 "anagram, jigsaw: 0 / 3", "hybrid, far / close: 0 / 8",
+                                                 "hybrid, far / close: 4 / 9", "hybrid, far / close: 0 / 6",
+                                                 "three-band, low / mid / high: 0 / 8 / 1"]
+    sweep = table_rows(page, "Hybrid success against the cut-off σ")
+    assert sweep[0] == ["low / high", "σ 0.6", "σ 0.875", "σ 1.25", "σ 1.75", "σ 2.5"]
+    assert sweep[2] == ["4 / 9", "0.00", "0.00", "0.25", "0.12", "0.12"]
+    assert len(table_rows(page, "Anagram pair matrix: the best pairs per view")) == 1 + 9
+    sdedit = page.split("<b>SDEdit: PSNR to the input against i_start.</b>", 1)[0].rsplit("<img", 1)[1]
+    assert 'src="data:image/png;base64,' in sdedit
+    assert '<a href="metrics/part_a.json">' in page and '<a href="#sec-A-1-8">' in page
+    assert "anagram_pairs" not in page and "rotate_cw.5_2" not in page  # no flattened keys
+    assert "Other Part A numbers" not in page
+
+
+def test_part_a_keys_the_report_does_not_know_still_show(tmp_path):
+    reports, params = fake_reports(tmp_path, part_a=True)
+    write_json(reports / "metrics" / "part_a.json", {**PART_A, "new_measure": {"psnr": 18.5}})
+    page = report.render(reports, params)
+    assert table_rows(page, "Other Part A numbers")[1:] == [["new_measure.psnr", "18.5"]]
 
 
 def test_sample_quality_table_shows_legibility_beside_the_real_digit_ceiling():
@@ -127,7 +222,7 @@ def test_with_part_a_its_figures_come_first_in_course_order(tmp_path):
     assert "Part A not run" not in page
     assert page.index('src="part_a/0_samples.png"') < page.index('src="part_a/1_1_forward.png"') \
         < page.index('src="denoiser/ood.png"')
-    assert "one_step.psnr" in page
+    assert "<h4>Denoising: PSNR to the clean test image (dB)</h4>" in page
 
 
 def test_every_link_is_relative(tmp_path):
@@ -145,19 +240,35 @@ def test_page_renders_in_headless_chromium(tmp_path):
         pytest.skip("chromium is not installed")
     reports, params = fake_reports(tmp_path, part_a=True)
     page = report.write(reports, params)
-    probe = reports / "probe.html"
-    probe.write_text(page.read_text().replace("<head>", "<head>\n" + PROBE, 1))
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", "--allow-file-access-from-files",
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-    dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120,
-                         env=user_env()).stdout
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
-    assert found, f"the probe did not run; chromium printed:\n{dom[-2000:]}"
-    result = json.loads(html.unescape(found.group(1)))
+
+    def probe(text: str) -> dict:
+        """What the page looks like in the browser: its images, script errors, and per section its tables'
+        headers and how many rows of key/value pairs (tables whose every row has two cells) it shows."""
+        probed = reports / "probe.html"
+        probed.write_text(text.replace("<head>", "<head>\n" + PROBE, 1))
+        dom = subprocess.run(flags + ["--dump-dom", probed.as_uri()], capture_output=True, text=True,
+                             timeout=120, env=user_env()).stdout
+        found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+        assert found, f"the probe did not run; chromium printed:\n{dom[-2000:]}"
+        return json.loads(html.unescape(found.group(1)))
+
+    result = probe(page.read_text())
     assert result["errors"] == []
-    assert len(result["images"]) >= 8
+    assert len(result["images"]) >= 9
     assert all(width > 0 for _, width in result["images"]), result["images"]
+    sections = {s["id"]: s for s in result["sections"]}
+    headers = sections["sec-A-eval"]["headers"]
+    assert ["t", "blur (A.1.2)", "one-step (A.1.3)", "iterative (A.1.4)"] in headers
+    assert ["illusion", "success", "A: median (q10–q90)", "C: median (q10–q90)"] in headers
+    assert all(s["keyValueRows"] <= 30 for s in result["sections"]), \
+        {s["id"]: s["keyValueRows"] for s in result["sections"]}
+    # the check bites: Part A's numbers as the flat key/value dump they used to be are far more than 30 rows
+    dump = report.flat_table("Part A numbers", PART_A, "").html
+    dumped = probe(page.read_text().replace('<section id="sec-A-eval">', '<section id="sec-A-eval">' + dump, 1))
+    assert {s["id"]: s["keyValueRows"] for s in dumped["sections"]}["sec-A-eval"] > 30
 
     shot = tmp_path / "report.png"
     subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,3000", page.as_uri()],

@@ -1,19 +1,28 @@
 """README "Scaling out", run offline: a bare git repo and a local-directory DVC remote stand in for the shared
 remotes. One machine pushes the base run; it and a clone each run a `gamma` experiment and push it; a third
 machine pulls both, compares them with `dvc exp show`, and restores one byte for byte without re-running it.
-Returning to params a machine already ran restores the outputs from DVC's run-cache instead of sampling again."""
+Returning to params a machine already ran restores the outputs from DVC's run-cache instead of sampling again.
+A registered model is fetched by name with `dvc artifacts get`, with no clone, and loads with the library."""
 import hashlib
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import dvc.api
 import pytest
+import torch
 from conftest import run, scratch_repo
+
+from difflab.core.weights import load_model
 
 pytestmark = pytest.mark.e2e
 
 RAN = re.compile(r"Running stage '([^']+)'")
 METRICS = "reports/metrics/sample_class_ddpm.json"
+MODEL, ARTIFACT = "models/class_ddpm.safetensors", "class-ddpm"
+README = Path(__file__).resolve().parents[1] / "README.md"
 OUTPUTS = ("data", "models", "reports", "checkpoints")
 
 
@@ -35,30 +44,46 @@ def experiments(root: Path) -> dict[str, tuple[float, dict]]:
     return found
 
 
+def readme_python(heading: str) -> str:
+    """The first ```python block of the README section under `heading`."""
+    section = README.read_text().split(heading, 1)[1].split("\n### ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
 def clone(origin: Path, dest: Path) -> Path:
     run(["git", "clone", "-q", str(origin), str(dest)], dest.parent)
     return dest
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+@dataclass
+class Pushed:
+    root: Path           # where the machines live
+    origin: Path         # the bare git repo every machine shares
+    base: Path           # the first machine, which ran the pipeline and pushed it
+    outputs: dict        # its outputs' digests right after the push
 
 
-def test_experiments_from_two_machines_meet_on_a_third(tmp_path):
-    origin, shared = tmp_path / "origin.git", tmp_path / "dvc-remote"
-    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory) -> Iterator[Pushed]:
+    """Once, on any machine: the remotes, and the base outputs pushed so no other machine retrains them."""
+    tmp = tmp_path_factory.mktemp("scaling")
+    origin, shared = tmp / "origin.git", tmp / "dvc-remote"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")  # `run` gives DVC a user's environment (conftest.user_env)
+        run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp)
+        base = scratch_repo(tmp / "base")
+        run(["git", "remote", "add", "origin", str(origin)], base)
+        run(["dvc", "remote", "add", "-d", "shared", str(shared)], base)
+        run(["dvc", "repro"], base)
+        run(["git", "add", "-A"], base)
+        run(["git", "commit", "-qm", "base run"], base)
+        run(["git", "push", "-q", "origin", "HEAD:main"], base)
+        run(["dvc", "push", "--run-cache"], base)
+        yield Pushed(tmp, origin, base, digests(base))
 
-    # once, on any machine: the remote, and the base outputs so no other machine retrains them
-    base = scratch_repo(tmp_path / "base")
-    run(["git", "remote", "add", "origin", str(origin)], base)
-    run(["dvc", "remote", "add", "-d", "shared", str(shared)], base)
-    run(["dvc", "repro"], base)
-    run(["git", "add", "-A"], base)
-    run(["git", "commit", "-qm", "base run"], base)
-    run(["git", "push", "-q", "origin", "HEAD:main"], base)
-    run(["dvc", "push", "--run-cache"], base)
-    base_outputs = digests(base)
+
+def test_experiments_from_two_machines_meet_on_a_third(pushed):
+    tmp_path, origin, base, base_outputs = pushed.root, pushed.origin, pushed.base, pushed.outputs
 
     # on each machine (the first one too): run one experiment, push it
     made = {}
@@ -91,3 +116,35 @@ def test_experiments_from_two_machines_meet_on_a_third(tmp_path):
     out = run(["dvc", "checkout"], third).stdout
     assert run(["dvc", "status", "--json"], third).stdout.strip() in ("{}", "")
     assert digests(third) == made["gamma-3"][0]
+
+
+def test_a_registered_model_is_fetched_by_name_without_a_clone(pushed, tmp_path, monkeypatch):
+    want = pushed.outputs[MODEL]
+    run(["gto", "register", ARTIFACT, "--push"], pushed.base)  # README "Models"
+
+    # anywhere: a directory that is no git repo and no DVC project
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run(["dvc", "artifacts", "get", str(pushed.origin), ARTIFACT], elsewhere)
+    fetched = elsewhere / Path(MODEL).name
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == want
+    monkeypatch.chdir(elsewhere)
+    namespace: dict = {}
+    exec(readme_python("### Models"), namespace)  # the README's loading and sampling lines, as a user runs them
+    assert namespace["kind"] == "class_ddpm" and namespace["digits"].shape == (10, 1, 28, 28)
+    assert 0 <= namespace["digits"].min() and namespace["digits"].max() <= 1
+
+    # in a second clone, by name, to a path of one's choice
+    second = clone(pushed.origin, tmp_path / "machine-3")
+    run(["dvc", "artifacts", "get", ".", ARTIFACT, "-o", "fetched/model.safetensors"], second)
+    assert hashlib.sha256((second / "fetched" / "model.safetensors").read_bytes()).hexdigest() == want
+    model, kind = load_model(second / "fetched" / "model.safetensors", fused=False)
+    reference, _ = load_model(pushed.base / MODEL, fused=False)
+    assert kind == "class_ddpm"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+    # from Python: the registered version's path and commit
+    shown = dvc.api.artifacts_show(ARTIFACT, repo=str(pushed.origin))
+    assert shown["path"] == MODEL
+    with dvc.api.open(shown["path"], repo=str(pushed.origin), rev=shown["rev"], mode="rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == want

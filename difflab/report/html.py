@@ -3,12 +3,12 @@ pandas from the metrics JSON and DVCLive logs, and the params that made them. Re
 opens from file:// and travels with the reports/ directory."""
 from __future__ import annotations
 
-import base64
 import json
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 import yaml
@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from difflab.figures import manifest, plots
 from difflab.figures.training_log import read_curve
 from difflab.pipeline.errors import write_atomically
+from difflab.report import charts
 from difflab.sampling.choice import SamplerChoice
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -66,12 +67,24 @@ class Table:
 
 
 @dataclass
+class Link:
+    href: str       # relative to reports/, or #anchor
+    text: str
+
+
+@dataclass
 class Section:
     id: str
     title: str
     figures: list[RenderedFigure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+
+
+def anchor(section_id: str) -> str:
+    """The HTML id of a section (A.1.8 -> sec-A-1-8)."""
+    return "sec-" + re.sub(r"[^A-Za-z0-9]+", "-", section_id)
 
 
 def section_key(section_id: str) -> tuple:
@@ -86,6 +99,44 @@ def _read_json(path: Path) -> dict | None:
 def _html(df: pd.DataFrame, **kw) -> str:
     """A metrics table; the index becomes the first column, so its name heads that column."""
     return df.reset_index().to_html(classes="metrics", border=0, na_rep="–", index=False, **kw)
+
+
+def with_interval(value: float, interval: Sequence[float] | None = None, fmt: str = ".2f",
+                  plus_minus: bool = True) -> str:
+    """A number as a table shows it: `value ± half-width` when its interval [lo, hi] is symmetric about it at the
+    shown precision (and `plus_minus`), else `value (lo–hi)` (quantiles, Wilson intervals); the bare value without
+    an interval or when the interval collapses onto it."""
+    shown = f"{value:{fmt}}"
+    if interval is None:
+        return shown
+    lo, hi = (f"{v:{fmt}}" for v in interval)
+    if lo == hi == shown:
+        return shown
+    if plus_minus and f"{interval[1] - value:{fmt}}" == f"{value - interval[0]:{fmt}}":
+        return f"{shown} ± {(interval[1] - interval[0]) / 2:{fmt}}"
+    return f"{shown} ({lo}–{hi})"
+
+
+_INTERVAL = re.compile(r"_ci\d*$")  # `psnr_ci95: [lo, hi]` beside `psnr` is psnr's interval
+
+
+def interval_of(metrics: dict, key: str) -> list[float] | None:
+    """The [lo, hi] of a sibling `<key>_ci95` (any `<key>_ci<level>`), if the metrics carry one."""
+    return next((v for k, v in metrics.items() if k != key and _INTERVAL.sub("", k) == key), None)
+
+
+def metric_cell(metrics: dict, key: str, fmt: str = ".2f") -> str:
+    """metrics[key] with its interval: a {q10, q50, q90} dict as the median with q10–q90, a number with its
+    `<key>_ci95` interval when there is one."""
+    value = metrics[key]
+    if isinstance(value, dict):
+        return with_interval(value["q50"], (value["q10"], value["q90"]), fmt, plus_minus=False)
+    return with_interval(value, interval_of(metrics, key), fmt)
+
+
+def metric_keys(metrics: dict) -> list[str]:
+    """The keys of a metrics dict that are values, not another value's interval."""
+    return [k for k in metrics if not _INTERVAL.search(k)]
 
 
 def _figures(reports: Path, directory: Path) -> dict[str, list[RenderedFigure]]:
@@ -177,7 +228,113 @@ def loss_curves_png(live: dict[str, Path]) -> str | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         path = plots.loss_curve(Path(tmp) / "loss.png", curves, title="Training loss, every model", smooth=25)
-        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+        return charts.data_uri(path.read_bytes())
+
+
+def denoise_table(pa: dict) -> Table:
+    """A.1.2-1.4: PSNR of the blur, one-step and iterative estimates, one row per noise level t."""
+    names = {"blur": "blur (A.1.2)", "one_step": "one-step (A.1.3)", "iterative": "iterative (A.1.4)"}
+    T = pa["num_train_timesteps"]
+    rows = {f"{int(key[1:])} ({int(key[1:]) / T:.2f} T)": {names.get(k, k): metric_cell(psnr, k)
+                                                          for k in metric_keys(psnr)}
+            for key, psnr in pa["denoise_psnr"].items()}
+    return Table("Denoising: PSNR to the clean test image (dB)",
+                 _html(pd.DataFrame.from_dict(rows, orient="index").rename_axis("t")),
+                 f"The test image noised to x_t (T = {T}), then denoised three ways: a Gaussian blur, one step of the "
+                 "model's noise estimate, and iterative denoising down the strided schedule from t.")
+
+
+def sdedit_figure(pa: dict) -> RenderedFigure:
+    """A.1.7: mean PSNR of the SDEdit results to their inputs against the start index, as a small chart."""
+    sdedit = pa["sdedit_psnr"]
+    starts = sorted(metric_keys(sdedit), key=lambda k: int(k[1:]))
+    intervals = [iv for k in starts if (iv := interval_of(sdedit, k))]
+    src = charts.line_chart([int(k[1:]) for k in starts], [sdedit[k] for k in starts], xlabel="i_start",
+                            ylabel="PSNR to the input (dB)", title="SDEdit (A.1.7): PSNR to the input",
+                            intervals=intervals if len(intervals) == len(starts) else None)
+    points = ", ".join(f"{int(k[1:])}: {metric_cell(sdedit, k, '.1f')}" for k in starts)
+    return RenderedFigure(src, "SDEdit: PSNR to the input against i_start",
+                          f"Mean PSNR (dB) of the SDEdit results of the test images to the images themselves, per "
+                          f"strided start index i_start (stride {pa['stride']} of T = {pa['num_train_timesteps']}): "
+                          f"the smaller i_start, the more noise and the bigger the edit. i_start: dB = {points}.")
+
+
+ILLUSIONS = {"anagrams": "anagram", "hybrids": "hybrid", "three_band": "three-band"}
+READINGS = {"hybrids": "far / close", "three_band": "low / mid / high"}
+
+
+def _illusion_name(kind: str, key: str) -> str:
+    """`flip_2_5` -> `anagram, flip: 2 / 5`; `4_9` -> `hybrid, far / close: 4 / 9`; likewise three-band."""
+    if kind == "anagrams":
+        view, upright, turned = key.rsplit("_", 2)
+        return f"anagram, {view}: {upright} / {turned}"
+    return f"{ILLUSIONS[kind]}, {READINGS[kind]}: {' / '.join(key.split('_'))}"
+
+
+def illusions_table(pa: dict, n_seeds: int | None) -> Table | None:
+    """A.1.8-1.9: one row per scored illusion: success, and the median (q10–q90) of alignment A and concealment C."""
+    rows = {_illusion_name(kind, key): {"success": metric_cell(s, "success"),
+                                        "A: median (q10–q90)": metric_cell(s, "alignment"),
+                                        "C: median (q10–q90)": metric_cell(s, "concealment")}
+            for kind in ILLUSIONS for key, s in pa.get(kind, {}).items()}
+    if not rows:
+        return None
+    seeds = f"{n_seeds} seeds" if n_seeds else "the seeds"
+    return Table("Illusions: success, alignment A and concealment C",
+                 _html(pd.DataFrame.from_dict(rows, orient="index").rename_axis("illusion")),
+                 f"Over {seeds} per illusion. Success: every reading (upright and viewed; from afar and close up; "
+                 "each band) is classified as its digit and lies as close to that digit as 95 % of real digits. "
+                 "A: the smaller of the readings' target probabilities; C: the mean over readings of the target's "
+                 "probability among the illusion's digits (Visual Anagrams).")
+
+
+def pair_table(pairs: dict) -> Table:
+    """A.1.8's pair matrix, its best pairs per view (the whole matrix is the figure's heatmap)."""
+    rows = [{"view": view, "upright / turned": key.replace("_", " / "), "success": metric_cell(s, "success"),
+             "mean A": metric_cell(s, "alignment")} for view, best in pairs.items() for key, s in best.items()]
+    return Table("Anagram pair matrix: the best pairs per view", _html(pd.DataFrame(rows).set_index("view")),
+                 "Ranked by success, then mean alignment, over the few seeds and coarse schedule of the matrix; "
+                 "every pair is in the heatmap linked below.")
+
+
+def hybrid_sweep_table(sweep: dict) -> Table:
+    """A.1.9's cut-off sweep: success per hybrid pair (rows) and Gaussian sigma (columns)."""
+    rows = {f"{low} / {high}": {f"σ {sigma:g}": f"{v:.2f}" for sigma, v in zip(sweep["sigmas"], curve)}
+            for (low, high), curve in ((key.split("_"), c) for key, c in sweep["success"].items())}
+    verdict = "" if sweep["any_pair_reaches_half"] else " No σ reaches 50 % success on any pair."
+    return Table("Hybrid success against the cut-off σ", _html(pd.DataFrame.from_dict(rows, orient="index")
+                                                              .rename_axis("low / high")),
+                 f"Success rate of hybrids per pair at each Gaussian σ; A.1.9 uses the best, σ = "
+                 f"{sweep['best_sigma']:g}.{verdict}")
+
+
+PART_A_DONE = {"num_train_timesteps", "stride", "denoise_psnr", "sdedit_psnr", "anagram_pairs", *ILLUSIONS,
+               "hybrid_sweep", "hybrid_filter", "run"}
+
+
+def part_a_numbers(section: Section, pa: dict, params: dict) -> None:
+    """reports/metrics/part_a.json as a reader wants it: tables, a chart, a few sentences, the raw file a link
+    away; keys this does not know yet still show, as key/value rows."""
+    if "denoise_psnr" in pa:
+        section.tables.append(denoise_table(pa))
+    if "sdedit_psnr" in pa:
+        section.figures.append(sdedit_figure(pa))
+    if table := illusions_table(pa, params.get("part_a", {}).get("n_seeds")):
+        section.tables.append(table)
+    if "hybrid_sweep" in pa:
+        section.tables.append(hybrid_sweep_table(pa["hybrid_sweep"]))
+    if "anagram_pairs" in pa:
+        section.tables.append(pair_table(pa["anagram_pairs"]))
+        section.links.append(Link(f"#{anchor('A.1.8')}", "every digit pair: the pair-matrix heatmap (A.1.8)"))
+    if "num_train_timesteps" in pa and "stride" in pa:
+        section.notes.append(f"T = {pa['num_train_timesteps']} training timesteps, strided every {pa['stride']}.")
+    if f := pa.get("hybrid_filter"):
+        section.notes.append(f"A.1.9's hybrid filter: Gaussian kernel {f['kernel']}, σ {f['sigma']:g}.")
+    if r := pa.get("run"):
+        section.notes.append("Ran on " + ", ".join(f"{k} {v}" for k, v in r.items()) + ".")
+    if rest := {k: v for k, v in pa.items() if k not in PART_A_DONE}:
+        section.tables.append(flat_table("Other Part A numbers", rest, "Keys of part_a.json shown as they are."))
+    section.links.append(Link("metrics/part_a.json", "every number above, raw: metrics/part_a.json"))
 
 
 def flat_table(title: str, metrics: dict, caption: str) -> Table:
@@ -203,7 +360,7 @@ def build(reports: str | Path, params: dict) -> dict:
 
     part_a_run = (reports / "part_a" / manifest.NAME).is_file()
     if part_a_run and (pa := _read_json(metrics_dir / "part_a.json")):
-        section("A.eval").tables.append(flat_table("Part A numbers", pa, "From reports/metrics/part_a.json."))
+        part_a_numbers(section("A.eval"), pa, params)
     if den := _read_json(metrics_dir / "denoiser.json"):
         section("B.1.2.2").tables.append(denoiser_table(den))
 
@@ -238,7 +395,7 @@ def render(reports: str | Path, params: dict) -> str:
     """The report page as a string."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters["anchor"] = lambda s: "sec-" + re.sub(r"[^A-Za-z0-9]+", "-", s)
+    env.filters["anchor"] = anchor
     return env.get_template("report.html.j2").render(**build(reports, params))
 
 
