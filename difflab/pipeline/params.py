@@ -15,6 +15,7 @@ import yaml
 
 from difflab.pipeline.digit_prompts import parse_prompt
 from difflab.pipeline.errors import DifflabError
+from difflab.pipeline.splits import CLASSIFIER_DIGITS
 
 # The names params may choose from. The code that implements each family imports its list from here (tests check
 # that the implementations cover exactly these), so validating params loads no torch and no model code.
@@ -153,7 +154,7 @@ SCHEMA: dict[str, Any] = {
     "ddpm": {"num_ts": P(int, 2, 10000), "beta1": P(NUM, 0, 1), "beta2": P(NUM, 0, 1)},
     "models": ("each", MODEL),
     "sample": {
-        "n_fid": P(int, 10, 100000),
+        "n_fid": P(int, 10, 10000),  # at most the 10,000 held-out digits its floor uses
         "ddpm_sampler": P(str, choices=DDPM_SAMPLERS),
         "ddpm_steps": P(int, 0, 10000),
         "flow_sampler": P(str, choices=FLOW_SAMPLERS),
@@ -164,7 +165,7 @@ SCHEMA: dict[str, Any] = {
     "sampling": ("each", {"guidance": P(str, choices=("seed", "gamma")), "schedule": P(str, choices=("ddpm", "seed"))}),
     "classifier": {"epochs": P(int, 1, 1000), "batch_size": P(int, 1, 65536), "lr": P(NUM, 0, 10),
                    "max_shift": P(int, 0, 8), "train_subset": P(int, 0, 60000)},
-    "guidance_sweep": {"gammas": P(list, item=P(NUM, 0, 100)), "n": P(int, 10, 100000)},
+    "guidance_sweep": {"gammas": P(list, item=P(NUM, 0, 100)), "n": P(int, 10, 10000)},
     "part_a": PART_A,
 }
 
@@ -178,6 +179,18 @@ def _check_sweep(params: dict) -> None:
 
 
 EXTRA_CHECKS.append(_check_sweep)
+
+
+def _check_classifier_digits(params: dict) -> None:
+    """The scoring classifier must not see the held-out and validation digits (difflab.pipeline.splits)."""
+    subset = params["classifier"]["train_subset"]
+    if not 1 <= subset <= CLASSIFIER_DIGITS:
+        raise ParamsError(f"classifier.train_subset: got {subset}; expected 1 to {CLASSIFIER_DIGITS:,}: the training "
+                          f"digits after the first {CLASSIFIER_DIGITS:,} are held out for the real-vs-real floors and "
+                          "for validation, so the scoring classifier must not train on them")
+
+
+EXTRA_CHECKS.append(_check_classifier_digits)
 
 
 def _check_recipes(params: dict) -> None:
