@@ -9,8 +9,9 @@ from difflab.pipeline.params import load
 
 def main(name: str) -> None:
     scores = write_samples(name, load())
-    print(f"[{name}] fid {scores['fid']} (real-vs-real {scores['fid_baseline']})"
-          + (f", intended-class accuracy {scores['accuracy']}" if "accuracy" in scores else ""))
+    shown = [k for k in ("fid", "precision", "recall", "legibility", "accuracy", "cas") if k in scores]
+    print(f"[{name}] " + ", ".join(f"{k} {scores[k]} [{scores[k + '_lo']}, {scores[k + '_hi']}]" for k in shown)
+          + f" (real-vs-real fid {scores['fid_baseline']})")
 
 
 if __name__ == "__main__":

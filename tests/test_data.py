@@ -17,7 +17,8 @@ import torch
 from torchvision.datasets import MNIST
 
 from difflab.data import mnist as data
-from difflab.data.mnist import DataError, fetch_mnist, load_mnist
+from difflab.data.mnist import DataError, fetch_mnist, load_mnist, load_split
+from difflab.pipeline import splits
 
 pytestmark = pytest.mark.unit
 
@@ -114,6 +115,25 @@ def test_load_mnist_is_float_in_unit_range_and_int64_labels(tmp_path, mirror):
 def test_load_mnist_missing_root_says_how_to_fetch(tmp_path):
     with pytest.raises(DataError, match="dvc repro fetch_data"):
         load_mnist(tmp_path / "nowhere")
+
+
+def test_splits_are_disjoint_cover_the_training_set_and_scale_to_a_small_one(tmp_path):
+    assert [splits.train_range(name) for name in ("train", "held_out", "validation")] == [
+        range(0, 40_000), range(40_000, 50_000), range(50_000, 60_000)]
+    assert splits.CLASSIFIER_DIGITS == 40_000
+    assert [len(splits.train_range(name, 300)) for name in ("train", "held_out", "validation")] == [200, 50, 50]
+    with pytest.raises(ValueError, match="split 'test'"):
+        splits.train_range("test")
+    arrays = tiny_mnist()  # 12 training digits: 8 / 2 / 2
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, array in arrays.items():
+        data.write_idx(raw / name, array)
+    x, y = load_mnist(tmp_path, train=True)
+    parts = [load_split(tmp_path, name) for name in ("train", "held_out", "validation")]
+    assert [len(p[1]) for p in parts] == [8, 2, 2]
+    assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+    assert torch.equal(load_split(tmp_path, "test")[1], load_mnist(tmp_path, train=False)[1])
 
 
 def assert_rejected_leaving_nothing(tmp_path, url, resources, match):

@@ -100,6 +100,14 @@ def test_missing_key_and_cross_field_checks():
         validate(edited("sampling.time_ddpm.guidance", "gamma"))
 
 
+@pytest.mark.parametrize("subset", [0, 40_001, 60_000])
+def test_the_scoring_classifier_may_not_train_on_held_out_digits(subset):
+    with pytest.raises(ParamsError, match=rf"^classifier\.train_subset: got {subset}; expected 1 to 40,000: the "
+                                          r"training digits after the first 40,000 are held out"):
+        validate(edited("classifier.train_subset", subset))
+    validate(edited("classifier.train_subset", 40_000))
+
+
 def test_more_ddpm_sampling_steps_than_timesteps_fail_in_validation():
     num_ts = DEFAULT["ddpm"]["num_ts"]
     with pytest.raises(ParamsError, match=rf"sample\.ddpm_steps: got {num_ts + 1}; expected at most ddpm\.num_ts "

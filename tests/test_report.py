@@ -198,6 +198,34 @@ def test_sample_quality_table_shows_legibility_beside_the_real_digit_ceiling():
     assert "probability ≥ 0.9" in table.caption
 
 
+def test_numbers_print_with_the_half_width_of_their_interval():
+    s = {"fid": 103.13, "fid_lo": 95.0, "fid_hi": 115.0, "accuracy": 0.98, "accuracy_lo": 0.966, "accuracy_hi": 0.99,
+         "legibility": 0.5}
+    assert report.plus_minus(s, "fid", "{:.1f}") == "103.1 ± 10.0"
+    assert report.plus_minus(s, "accuracy") == "0.980 ± 0.012"
+    assert report.plus_minus(s, "legibility") == "0.500"  # metrics written before intervals existed
+    assert report.plus_minus(s, "cas") is None
+
+
+def test_tables_show_precision_recall_cas_and_guidance_with_their_spread():
+    params = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
+    spread = {"n": 100, "fid": 9.0, "fid_lo": 8.0, "fid_hi": 11.0, "fid_baseline": 1.0, "fid_baseline_lo": 0.9,
+              "fid_baseline_hi": 1.3, "precision": 0.8, "precision_lo": 0.7, "precision_hi": 0.9, "recall": 0.2,
+              "recall_lo": 0.1, "recall_hi": 0.3}
+    scores = {"class_fm": {**spread, "accuracy": 0.9, "accuracy_lo": 0.84, "accuracy_hi": 0.96, "cas": 0.1,
+                           "cas_lo": 0.09, "cas_hi": 0.11, "cas_real": 0.9, "cas_real_lo": 0.89, "cas_real_hi": 0.91}}
+    quality = report.sample_quality_table(scores, params).html
+    assert "<td>9.0 ± 1.5</td>" in quality and "<td>0.800 ± 0.100</td>" in quality and "<th>recall</th>" in quality
+    classes = report.class_table(scores)
+    assert "<td>0.100 ± 0.010</td>" in classes.html and "<td>0.900 ± 0.010</td>" in classes.html
+    assert report.class_table({"time_fm": spread}) is None
+    sweep = report.guidance_table({"n": 100, "fid_baseline": 1.0, "fid_baseline_lo": 0.9, "fid_baseline_hi": 1.3,
+                                   "cas_real": 0.9, "cas_real_lo": 0.89, "cas_real_hi": 0.91,
+                                   "class_fm": {"gamma_1": scores["class_fm"], "gamma_7": scores["class_fm"]}})
+    assert "<th>class_fm CAS</th>" in sweep.html and "<td>0.100 ± 0.010</td>" in sweep.html
+    assert "Fréchet distance 1.0 ± 0.2, CAS 0.900 ± 0.010" in sweep.caption
+
+
 def test_sections_follow_the_course_order():
     ids = ["B.eval", "B.2.6", "A.1.10", "A.1.9", "B.1.2.1", "A.0", "A.1.7.3", "B.1.2"]
     assert sorted(ids, key=report.section_key) == ["A.0", "A.1.7.3", "A.1.9", "A.1.10", "B.1.2", "B.1.2.1",

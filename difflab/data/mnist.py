@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difflab.pipeline import splits
 from difflab.pipeline.errors import DifflabError, write_atomically
 
 log = logging.getLogger(__name__)
@@ -358,3 +359,12 @@ def load_mnist(root: str | os.PathLike, train: bool = True) -> tuple[torch.Tenso
         raise DataError(f"{err} (restore it with `dvc checkout {root}`, or `dvc repro -f fetch_data`)") from None
     x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def load_split(root: str | os.PathLike, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split of difflab.pipeline.splits (train | held_out | validation | test), loaded as `load_mnist` does."""
+    if split == splits.TEST:
+        return load_mnist(root, train=False)
+    x, y = load_mnist(root, train=True)
+    r = splits.train_range(split, len(y))
+    return x[r.start:r.stop], y[r.start:r.stop]

@@ -1,19 +1,29 @@
-"""Numbers for what the pipeline makes: PSNR, and with the MNIST classifier the Fréchet distance of its features
-(always beside the real-vs-real baseline at the same sample size), legibility (beside real digits' legibility) and
-intended-class accuracy."""
+"""Numbers for what the pipeline makes: PSNR, and with the MNIST classifier the Fréchet distance of its features,
+precision and recall in them (fidelity and coverage), legibility, intended-class accuracy and the classification
+accuracy score. Each comes with a 95% bootstrap interval and beside its real-vs-real value on held-out digits at the
+same sample size (difflab.pipeline.splits says which digits)."""
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
 import torch
 from torch import nn
 
-from difflab.data.mnist import load_mnist
-from difflab.evaluation.classifier import accuracy, features, features_and_logits
+from difflab.data.mnist import DataError, load_split
+from difflab.evaluation.classifier import (
+    ClassifierConfig,
+    accuracy,
+    features_and_logits,
+    predict,
+    train_classifier,
+)
+from difflab.pipeline.splits import HELD_OUT, TEST
 
 Stats = tuple[np.ndarray, np.ndarray]
 
@@ -121,38 +131,182 @@ class Legibility:
         return self.legible(feats, logits).float().mean().item()
 
 
+class FrechetTo:
+    """Fréchet distances of many feature sets to one fixed Gaussian, as the bootstrap needs them. With R = S_r^(1/2)
+    (symmetric), S_g S_r = (S_g R) R has the eigenvalues of R S_g R, so tr (S_g S_r)^(1/2) is the sum of the square
+    roots of the eigenvalues of that symmetric matrix: one `eigvalsh` per set instead of a `sqrtm`."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.mean, cov = stats
+        w, v = np.linalg.eigh(cov)
+        self.root = (v * np.sqrt(w.clip(0))) @ v.T
+        self.trace = float(np.trace(cov))
+
+    def __call__(self, feats: torch.Tensor | np.ndarray) -> float:
+        mean, cov = gaussian_stats(feats)
+        roots = np.sqrt(np.linalg.eigvalsh(self.root @ cov @ self.root).clip(0))
+        diff = mean - self.mean
+        return float(diff @ diff + np.trace(cov) + self.trace - 2 * roots.sum())
+
+
+RESAMPLES = 200  # bootstrap replicates behind every interval
+
+
+class Estimate(NamedTuple):
+    """A number and its 95% bootstrap interval."""
+    value: float
+    lo: float
+    hi: float
+
+    def named(self, name: str) -> dict[str, float]:
+        """Flat metrics keys `name`, `name_lo`, `name_hi` (flat numbers suit `dvc metrics diff` best)."""
+        return {name: significant(self.value), f"{name}_lo": significant(self.lo), f"{name}_hi": significant(self.hi)}
+
+
+def resamples(n: int) -> np.ndarray:
+    """RESAMPLES rows of n indices drawn with replacement; the same rows for every set of n (seed 0), so outputs
+    repeat byte for byte and all numbers of one sample set resample the same draws."""
+    return np.random.default_rng(0).integers(0, n, (RESAMPLES, n))
+
+
+def _interval(value: float, replicates: list[float] | np.ndarray) -> Estimate:
+    lo, hi = np.percentile(replicates, [2.5, 97.5])
+    return Estimate(float(value), float(lo), float(hi))
+
+
+def share(hits: torch.Tensor) -> Estimate:
+    """The share of True items, with the percentile interval of the share over resampled items."""
+    h = hits.cpu().numpy().astype(np.float64)
+    return _interval(h.mean(), h[resamples(len(h))].mean(1))
+
+
+def fid_estimate(feats: torch.Tensor, frechet: FrechetTo) -> Estimate:
+    """The Fréchet distance of the features to the reference, with the percentile interval over resampled rows
+    moved down by their mean excess over the distance: a resampled set repeats rows, which raises its distance (by
+    half the real-vs-real floor at n = 500), so the unmoved interval lies wholly above the estimate. On real digits
+    the moved interval's width matches the spread over disjoint sets of n (README, "What a sample file holds")."""
+    f = np.asarray(feats, dtype=np.float64)
+    value, replicates = frechet(f), np.array([frechet(f[rows]) for rows in resamples(len(f))])
+    return _interval(value, replicates - (replicates.mean() - value))
+
+
+NEIGHBOURS = 3  # k of the k-nearest-neighbour manifolds (Kynkäänniemi et al. 2019)
+
+
+def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")  # exact, repeatable
+
+
+def knn_radii(feats: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
+    """Each row's distance to its k-th nearest other row."""
+    d = _distances(feats, feats)
+    d.fill_diagonal_(float("inf"))
+    return d.kthvalue(k, dim=1).values
+
+
+def in_manifold(points: torch.Tensor, centers: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
+    """Per point: does it lie within some center's k-NN ball (Kynkäänniemi et al. 2019)? The share over generated
+    points against real centers is precision (fidelity); over real points against generated centers, recall
+    (coverage)."""
+    return (_distances(points, centers) <= knn_radii(centers, k)[None]).any(1)
+
+
+CAS_STEPS, CAS_BATCH = 200, 64  # ~2 s on one CPU thread, testing included; 100 or 500 images get as many steps
+
+
+def cas_hits(images01: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor],
+             precision: str = "auto", device: torch.device | str = "cpu") -> torch.Tensor:
+    """Classification accuracy score (Ravuri & Vinyals 2019), per test digit: is it read correctly by the scoring
+    classifier's architecture trained only on `images01` with `labels`, for about CAS_STEPS optimizer steps (whole
+    epochs), seed 0? A model whose samples miss digits or draw one digit for every label scores low."""
+    epochs = -(-CAS_STEPS // -(-len(images01) // CAS_BATCH))
+    cfg = ClassifierConfig(epochs=epochs, batch_size=CAS_BATCH, device=str(device), precision=precision)
+    model = train_classifier(images01, labels, cfg)
+    x, y = test
+    return predict(model, x).argmax(1) == y
+
+
+def spread(total: int, n: int) -> torch.Tensor:
+    """n indices evenly spaced over range(total): a fixed subset that covers the whole split."""
+    return torch.arange(n) * total // n
+
+
 @dataclass(frozen=True)
 class Reference:
-    """Classifier-feature statistics of the real test set, and the real-vs-real Fréchet distance of n training
-    images against it: the floor that n generated images could reach. The legibility rule is fit on the test set,
-    and `legibility_real` is its score there: the ceiling for generated images."""
-    stats: Stats
-    baseline: float
+    """What n generated digits are scored against: the digits of one split (`test` for the report, `validation` for
+    choices) and, as floor and ceilings, n held-out digits no classifier trained on scored the same way."""
+    split: str
     n: int
-    legibility: Legibility
-    legibility_real: float
+    frechet: FrechetTo                        # Fréchet distance to the reference digits' features
+    legibility: Legibility                    # fitted on the reference digits
+    real: torch.Tensor                        # features of n reference digits: the real manifold
+    digits: tuple[torch.Tensor, torch.Tensor]  # every reference digit and its label: the CAS test set
+    held_out: tuple[torch.Tensor, torch.Tensor]  # the n held-out digits and their labels
+    ceilings: dict[str, Estimate]             # real-vs-real values of "fid", "precision", "recall", "legibility"
+    train_precision: str = "auto"             # CAS training: the stage's precision, on the classifier's device
+    device: str = "cpu"
+
+    def cas(self, images01: torch.Tensor, labels: torch.Tensor) -> Estimate:
+        """The classification accuracy score on the reference digits. Its interval resamples those digits only: it
+        does not capture the noise of training the classifier."""
+        return share(cas_hits(images01, labels, self.digits, self.train_precision, self.device))
+
+    @cached_property
+    def cas_real(self) -> Estimate:
+        """The same recipe trained on the n held-out real digits: the ceiling."""
+        return self.cas(*self.held_out)
 
 
-def reference(classifier: nn.Module, mnist_root: str | Path, n: int) -> Reference:
-    """Reference for scoring n samples: the whole MNIST test set, and its first n training images as baseline."""
-    feats, logits = features_and_logits(classifier, load_mnist(mnist_root, train=False)[0])
-    stats = gaussian_stats(feats)
-    baseline = features(classifier, load_mnist(mnist_root, train=True)[0][:n])
-    rule = Legibility.fit(feats, logits)
-    return Reference(stats, frechet_distance(gaussian_stats(baseline), stats), n, rule, rule.score(feats, logits))
+def reference(classifier: nn.Module, mnist_root: str | Path, n: int, split: str = TEST,
+              precision: str = "auto") -> Reference:
+    """The reference for n samples: the `split` digits (test | validation) and n held-out digits."""
+    return reference_from(classifier, load_split(mnist_root, split), load_split(mnist_root, HELD_OUT), n, split,
+                          precision)
+
+
+def reference_from(classifier: nn.Module, digits: tuple[torch.Tensor, torch.Tensor],
+                   held_out: tuple[torch.Tensor, torch.Tensor], n: int, split: str = TEST,
+                   precision: str = "auto") -> Reference:
+    """`reference` on given digits: images N×1×28×28 in [0, 1] with their labels."""
+    for what, have in ((f"{split}", len(digits[0])), ("held-out", len(held_out[0]))):
+        if n > have:
+            raise DataError(f"scoring {n} samples needs at least {n} {what} digits and this MNIST has {have}; "
+                            "score fewer samples (sample.n_fid, guidance_sweep.n)")
+    feats, logits = features_and_logits(classifier, digits[0])
+    rule, frechet, real = Legibility.fit(feats, logits), FrechetTo(gaussian_stats(feats)), feats[spread(len(feats), n)]
+    pick = spread(len(held_out[0]), n)
+    held_out = held_out[0][pick], held_out[1][pick]
+    hf, hl = features_and_logits(classifier, held_out[0])
+    ceilings = {"fid": fid_estimate(hf, frechet), "precision": share(in_manifold(hf, real)),
+                "recall": share(in_manifold(real, hf)), "legibility": share(rule.legible(hf, hl))}
+    return Reference(split, n, frechet, rule, real, digits, held_out, ceilings, precision,
+                     str(next(classifier.parameters()).device))
+
+
+CEILING_NAMES = {"fid": "fid_baseline", "precision": "precision_real", "recall": "recall_real",
+                 "legibility": "legibility_real", "cas": "cas_real"}
 
 
 def sample_scores(classifier: nn.Module, images01: torch.Tensor, ref: Reference,
                   labels: torch.Tensor | None = None) -> dict:
-    """fid, fid_baseline, n, legibility and legibility_real for generated images; with intended labels also
-    accuracy and per_class accuracy."""
+    """Flat metrics of n generated images, each with `_lo` / `_hi` (95% bootstrap interval) and beside its
+    real-vs-real value: fid (fid_baseline, the floor), precision, recall and legibility (`*_real`, the ceilings);
+    with intended labels also accuracy, cas (cas_real) and per_class accuracy."""
+    if len(images01) != ref.n:
+        raise ValueError(f"{len(images01)} images scored against a reference for n = {ref.n}")
     feats, logits = features_and_logits(classifier, images01)
-    scores = {"fid": significant(frechet_distance(gaussian_stats(feats), ref.stats)),
-              "fid_baseline": significant(ref.baseline), "n": len(images01),
-              "legibility": significant(ref.legibility.score(feats, logits)),
-              "legibility_real": significant(ref.legibility_real)}
+    found = {"fid": fid_estimate(feats, ref.frechet), "precision": share(in_manifold(feats, ref.real)),
+             "recall": share(in_manifold(ref.real, feats)), "legibility": share(ref.legibility.legible(feats, logits))}
+    ceilings = dict(ref.ceilings)
     if labels is not None:
-        scores["accuracy"] = significant(accuracy(logits, labels))
+        found |= {"accuracy": share(logits.argmax(1) == labels), "cas": ref.cas(images01, labels)}
+        ceilings["cas"] = ref.cas_real
+    scores: dict = {"n": ref.n, "reference": ref.split}
+    for name, estimate in found.items():
+        scores |= estimate.named(name)
+        if name in ceilings:
+            scores |= ceilings[name].named(CEILING_NAMES[name])
+    if labels is not None:
         scores["per_class"] = {c: None if a is None else significant(a)
                                for c, a in per_class_accuracy(logits, labels).items()}
     return scores

@@ -95,15 +95,19 @@ def loss_curve(path: str | Path, curves: dict[str, tuple[Sequence[float], Sequen
     return _save(fig, path)
 
 
-def guidance_sweep(path: str | Path, sweeps: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
-                   baseline: float, *, title: str = "Classifier-free guidance sweep") -> Path:
-    """Two panels, CFG scale vs intended-class accuracy and vs Fréchet distance; sweeps maps a model to
-    (gammas, accuracies, distances); the real-vs-real distance is drawn as a dashed floor."""
+def guidance_sweep(path: str | Path, sweeps: dict[str, list[dict]], floor: tuple[float, float, float], *,
+                   title: str = "Classifier-free guidance sweep") -> Path:
+    """Two panels, CFG scale vs intended-class accuracy and vs Fréchet distance, each point with its interval; sweeps
+    maps a model to rows {gamma, accuracy, accuracy_lo, accuracy_hi, fid, fid_lo, fid_hi}; the real-vs-real distance
+    (value, lo, hi) is drawn as a dashed floor in its band."""
     fig, (acc, fd) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for name, (gammas, accuracies, distances) in sweeps.items():
-        acc.plot(gammas, accuracies, "o-", label=name)
-        fd.plot(gammas, distances, "o-", label=name)
-    fd.axhline(baseline, ls="--", color="gray", label="real vs real")
+    for name, rows in sweeps.items():
+        gammas = [r["gamma"] for r in rows]
+        for ax, key in ((acc, "accuracy"), (fd, "fid")):
+            err = [[r[key] - r[f"{key}_lo"] for r in rows], [r[f"{key}_hi"] - r[key] for r in rows]]
+            ax.errorbar(gammas, [r[key] for r in rows], yerr=err, fmt="o-", capsize=3, label=name)
+    fd.axhline(floor[0], ls="--", color="gray", label="real vs real")
+    fd.axhspan(floor[1], floor[2], color="gray", alpha=0.15)
     acc.set_ylabel("intended-class accuracy")
     fd.set_ylabel("Fréchet distance (classifier features)")
     for ax in (acc, fd):

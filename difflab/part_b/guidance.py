@@ -1,5 +1,6 @@
 """guidance_sweep: sample class-conditioned models at several CFG scales from the same noise, and score each scale
-(intended-class accuracy, Fréchet distance); a figure, one TSV per model for `dvc plots`, and metrics."""
+(intended-class accuracy, Fréchet distance, precision, recall, legibility, classification accuracy score, each with
+its interval) against the test digits; a figure, one TSV per model for `dvc plots`, and metrics."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ from difflab.core.families import Family
 from difflab.core.inference import load_for_inference
 from difflab.core.unet import UNet
 from difflab.evaluation.classifier import load_classifier
-from difflab.evaluation.metrics import Reference, reference, sample_scores, significant
+from difflab.evaluation.metrics import CEILING_NAMES, Reference, reference, sample_scores
 from difflab.figures import manifest, plots
 from difflab.pipeline import paths
 from difflab.pipeline.errors import write_atomically
@@ -24,10 +25,15 @@ OUT = paths.REPORTS / "guidance"
 METRICS = paths.REPORTS / "metrics" / "guidance.json"
 
 
+CEILINGS = {f"{name}{end}" for name in CEILING_NAMES.values() for end in ("", "_lo", "_hi")}
+TSV = ["gamma", "accuracy", "accuracy_lo", "accuracy_hi", "fid", "fid_lo", "fid_hi"]
+
+
 def sweep(model: UNet, family: Family, gammas: list[float], n: int, seed: int, classifier: nn.Module, ref: Reference,
           batch_size: int, precision: str = "auto", **opts) -> list[dict]:
-    """Rows {gamma, fid, accuracy} for n samples (digits cycling 0-9) per scale; every scale starts from the same
-    noise (generator seeded with `seed`), so rows differ only by gamma."""
+    """One row per scale: gamma and the scores of the n samples (digits cycling 0-9) that depend on them, without
+    the real-vs-real values of the reference; every scale starts from the same noise (generator seeded with
+    `seed`), so rows differ only by gamma."""
     labels = torch.arange(n) % 10
     device = next(model.parameters()).device
     rows = []
@@ -35,19 +41,24 @@ def sweep(model: UNet, family: Family, gammas: list[float], n: int, seed: int, c
         images = generate_in_batches(model, family, n, generator(device, seed), batch_size, precision, labels,
                                      gamma=gamma, **opts)
         scores = sample_scores(classifier, images, ref, labels)
-        rows.append({"gamma": gamma, "fid": scores["fid"], "accuracy": scores["accuracy"]})
+        rows.append({"gamma": gamma, **{k: v for k, v in scores.items()
+                                        if k not in CEILINGS | {"n", "reference", "per_class"}}})
     return rows
 
 
 def write_sweeps(names: list[str], params: dict) -> dict:
-    """Sweep each model in `names`; write reports/guidance (figure, TSVs, manifest) and the metrics it returns."""
+    """Sweep each model in `names`; write reports/guidance (figure, TSVs, manifest) and the metrics it returns: the
+    real-vs-real values once, then per model and scale every score."""
     g, s = params["guidance_sweep"], params["sample"]
     device = resolve_device(params["device"])
     seed_everything(params["seed"])
     classifier = load_classifier(paths.CLASSIFIER, device)
-    ref = reference(classifier, paths.MNIST, g["n"])
+    ref = reference(classifier, paths.MNIST, g["n"], precision=params["precision"])
     OUT.mkdir(parents=True, exist_ok=True)
-    results, metrics = {}, {"fid_baseline": significant(ref.baseline), "n": g["n"]}
+    ceilings = {**ref.ceilings, "cas": ref.cas_real}
+    metrics = {"n": g["n"], "reference": ref.split,
+               **{k: v for name, est in ceilings.items() for k, v in est.named(CEILING_NAMES[name]).items()}}
+    results = {}
     choice = SamplerChoice.from_params(s)
     how = []
     for name in names:
@@ -56,21 +67,25 @@ def write_sweeps(names: list[str], params: dict) -> dict:
         rows = sweep(model, family, g["gammas"], g["n"], params["seed"] + 2, classifier, ref, s["batch_size"],
                      params["precision"], choice=choice)
         table = io.StringIO()
-        writer = csv.DictWriter(table, ["gamma", "accuracy", "fid"], delimiter="\t", lineterminator="\n")
+        writer = csv.DictWriter(table, TSV, delimiter="\t", lineterminator="\n", extrasaction="ignore")
         writer.writeheader(), writer.writerows(rows)
         write_atomically(OUT / f"{name}.tsv", table.getvalue())
-        results[name] = tuple(zip(*((r["gamma"], r["accuracy"], r["fid"]) for r in rows)))
-        metrics[name] = {f"gamma_{r['gamma']:g}": {"accuracy": r["accuracy"], "fid": r["fid"]} for r in rows}
+        results[name] = rows
+        metrics[name] = {f"gamma_{r['gamma']:g}": {k: v for k, v in r.items() if k != "gamma"} for r in rows}
         how.append(choice.describe(family.kind.family, params["ddpm"]["num_ts"]) + f" for {name}")
-        print(f"[guidance_sweep] {name}: {rows}")
+        print(f"[guidance_sweep] {name}: " + "; ".join(f"γ={r['gamma']:g} accuracy {r['accuracy']} fid {r['fid']} "
+                                                      f"cas {r['cas']}" for r in rows))
     how = "; ".join(how)
-    plots.guidance_sweep(OUT / "sweep.png", results, ref.baseline,
+    floor = ceilings["fid"]
+    plots.guidance_sweep(OUT / "sweep.png", results, floor,
                          title=f"CFG sweep: {g['n']} samples per model and γ ({how})")
     manifest.write(OUT, [manifest.Figure(
         "sweep.png", "Classifier-free guidance sweep",
-        f"Intended-class accuracy (left) and Fréchet distance to the test set (right) of {', '.join(names)} at "
+        f"Intended-class accuracy (left) and Fréchet distance to the test digits (right) of {', '.join(names)} at "
         f"CFG scales γ = {', '.join(f'{x:g}' for x in g['gammas'])}; {g['n']} samples per point from the same noise "
-        f"({how}, seed {params['seed']}). The dashed line is {g['n']} real training digits against the test set.",
+        f"({how}, seed {params['seed']}), bars their 95% bootstrap intervals. The dashed line and grey band are "
+        f"{g['n']} held-out real digits against the test digits (the floor, {floor.value:.3g} "
+        f"[{floor.lo:.3g}, {floor.hi:.3g}]).",
         "B.eval")])
     write_metrics(METRICS, metrics, device, params["precision"])
     return metrics

@@ -1,5 +1,6 @@
 """sample@<name>: a generative model's sample grids per snapshot epoch, a GIF of the sampling process, its loss
-curve, and the samples the evaluation scores (Fréchet distance, accuracy, legibility), with their captions."""
+curve, and the samples the evaluation scores against the test digits (Fréchet distance, precision, recall,
+legibility; class models also accuracy and the classification accuracy score), with their captions."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -109,7 +110,8 @@ def write_samples(name: str, params: dict) -> dict:
     scored_grid(out / "fid_samples.png", images, fid_labels, title=f"{name}: samples scored ({run.how})")
 
     classifier = load_classifier(paths.CLASSIFIER, device)
-    scores = sample_scores(classifier, images.float() / 255, reference(classifier, paths.MNIST, n), fid_labels)
+    ref = reference(classifier, paths.MNIST, n, precision=params["precision"])
+    scores = sample_scores(classifier, images.float() / 255, ref, fid_labels)
     write_metrics(paths.REPORTS / "metrics" / f"sample_{name}.json", scores, device, params["precision"])
     manifest.write(out, run.figures())
     return scores

@@ -17,6 +17,7 @@ import yaml
 
 from difflab.pipeline.digit_prompts import parse_prompt
 from difflab.pipeline.errors import DifflabError
+from difflab.pipeline.splits import CLASSIFIER_DIGITS
 
 # The names params may choose from. The code that implements each family imports its list from here (tests check
 # that the implementations cover exactly these), so validating params loads no torch and no model code.
@@ -218,8 +219,8 @@ SCHEMA: dict[str, Any] = {
              "beta2": P(NUM, 0, 1, doc="the linear noise schedule's last beta")},
     "models": ("each", MODEL),
     "sample": {
-        "n_fid": P(int, 10, 100000, doc="samples per model for the Frechet distance (its baseline uses as many real "
-                   "digits)"),
+        "n_fid": P(int, 10, 10000, doc="samples per model for the Frechet distance (its floor uses as many "
+                   "held-out real digits, of 10,000)"),
         "ddpm_sampler": P(str, choices=DDPM_SAMPLERS, doc="DDPM kinds' sampler: ddpm (ancestral, the spec's), ddim, "
                           "dpmsolver (DPM-Solver++ 2M) or dpmsolver_sde"),
         "ddpm_steps": P(int, 0, 10000, doc="DDPM sampling steps; 0 = all T"),
@@ -241,10 +242,10 @@ SCHEMA: dict[str, Any] = {
                    "max_shift": P(int, 0, 8, doc="the scoring classifier's random-translation augmentation, in "
                                   "pixels"),
                    "train_subset": P(int, 0, 60000, doc="the scoring classifier trains on the first N training "
-                                     "digits; 0 = all 60,000")},
+                                     "digits, at most 40,000: the rest are held out for floors and validation")},
     "guidance_sweep": {"gammas": P(list, item=P(NUM, 0, 100), doc="the CFG scales tried on the class-conditioned "
                                    "models"),
-                       "n": P(int, 10, 100000, doc="samples per model and scale")},
+                       "n": P(int, 10, 10000, doc="samples per model and scale (at most the 10,000 held-out digits)")},
     "part_a": PART_A,
 }
 
@@ -258,6 +259,18 @@ def _check_sweep(params: dict) -> None:
 
 
 EXTRA_CHECKS.append(_check_sweep)
+
+
+def _check_classifier_digits(params: dict) -> None:
+    """The scoring classifier must not see the held-out and validation digits (difflab.pipeline.splits)."""
+    subset = params["classifier"]["train_subset"]
+    if not 1 <= subset <= CLASSIFIER_DIGITS:
+        raise ParamsError(f"classifier.train_subset: got {subset}; expected 1 to {CLASSIFIER_DIGITS:,}: the training "
+                          f"digits after the first {CLASSIFIER_DIGITS:,} are held out for the real-vs-real floors and "
+                          "for validation, so the scoring classifier must not train on them")
+
+
+EXTRA_CHECKS.append(_check_classifier_digits)
 
 
 def _check_recipes(params: dict) -> None:

@@ -159,29 +159,64 @@ def denoiser_table(metrics: dict) -> Table:
                  f"over {n}test digits.")
 
 
+def plus_minus(metrics: dict, key: str, fmt: str = "{:.3f}") -> str | None:
+    """`value ± half-width` of the interval metrics[key + "_lo"] .. metrics[key + "_hi"]; the bare value when the
+    metrics carry no interval; None when they lack the key."""
+    value = metrics.get(key)
+    if value is None:
+        return None
+    if f"{key}_lo" not in metrics:
+        return fmt.format(value)
+    return f"{fmt.format(value)} ± {fmt.format((metrics[key + '_hi'] - metrics[key + '_lo']) / 2)}"
+
+
+SPREAD = ("Each number is followed by the half-width of its 95% bootstrap interval over the n samples (200 "
+          "resamples); a difference is claimed only where the intervals do not overlap.")
+
+
 def sample_quality_table(scores: dict[str, dict], params: dict) -> Table:
-    """One row per sampled model: Fréchet distance beside the real-vs-real baseline, legibility beside real digits'
-    legibility, and intended-class accuracy."""
+    """One row per sampled model: Fréchet distance beside the real-vs-real floor, precision, recall and legibility
+    beside their real-digit ceilings, each with its interval."""
     rows = []
     for name, s in scores.items():
         guided = "accuracy" in s
         rows.append({"model": name, "kind": params["models"].get(name, {}).get("kind", "?"),
                      "CFG γ": f"{params['gamma']:g}" if guided else None, "n": s["n"],
-                     "Fréchet distance": s["fid"], "real vs real": s["fid_baseline"],
-                     "ratio": s["fid"] / s["fid_baseline"] if s["fid_baseline"] else None,
-                     "legibility": s.get("legibility"), "real-digit legibility": s.get("legibility_real"),
-                     "intended-class accuracy": s.get("accuracy")})
+                     "Fréchet distance": plus_minus(s, "fid", "{:.1f}"),
+                     "real vs real": plus_minus(s, "fid_baseline", "{:.1f}"),
+                     "ratio": f"{s['fid'] / s['fid_baseline']:.2f}" if s["fid_baseline"] else None,
+                     "precision": plus_minus(s, "precision"), "real precision": plus_minus(s, "precision_real"),
+                     "recall": plus_minus(s, "recall"), "real recall": plus_minus(s, "recall_real"),
+                     "legibility": plus_minus(s, "legibility"),
+                     "real-digit legibility": plus_minus(s, "legibility_real")})
     df = pd.DataFrame(rows).set_index("model")
     choice = SamplerChoice.from_params(params["sample"])
     how = "; ".join(sorted({choice.describe(family, params["ddpm"]["num_ts"]) for family in ("ddpm", "flow")}))
-    return Table("Sample quality", _html(df, float_format=lambda v: f"{v:.3f}"),
-                 f"Fréchet distance between the classifier's 128-d penultimate features of n generated digits and of "
-                 f"the MNIST test digits; 'real vs real' is the same distance for the first n training digits, the "
-                 f"floor for this n. Samplers: {how}. Legibility is the share of samples that read as a digit: "
-                 f"the classifier gives one digit probability ≥ 0.9, and the Mahalanobis distance of the sample's "
-                 f"features to that digit's mean test-digit features is within that of 99% of test digits; "
-                 f"'real-digit legibility' is the same share of the MNIST test digits, the ceiling. Intended-class "
-                 f"accuracy is the share of class-conditioned samples the classifier labels as the digit asked for.")
+    return Table("Sample quality", _html(df.fillna("–")),
+                 f"Scored against the MNIST test digits in the scoring classifier's 128-d penultimate features; the "
+                 f"'real' columns score n held-out training digits (no classifier trained on them) the same way: "
+                 f"the floor of the Fréchet distance and the ceilings of the rest at this n. Samplers: {how}. "
+                 f"Fréchet distance: between Gaussians fitted to the features. Precision (fidelity) and recall "
+                 f"(coverage), Kynkäänniemi et al. 2019: the share of samples within the 3-nearest-neighbour balls "
+                 f"of n test digits, and the share of those test digits within the samples' balls. Legibility is the "
+                 f"share of samples that read as a digit: the classifier gives one digit probability ≥ 0.9, and the "
+                 f"Mahalanobis distance of the sample's features to that digit's mean test-digit features is within "
+                 f"that of 99% of test digits. {SPREAD}")
+
+
+def class_table(scores: dict[str, dict]) -> Table | None:
+    """Intended-class accuracy and the classification accuracy score of the class-conditioned models."""
+    rows = [{"model": name, "intended-class accuracy": plus_minus(s, "accuracy"), "CAS": plus_minus(s, "cas"),
+             "real-trained CAS": plus_minus(s, "cas_real")} for name, s in scores.items() if "accuracy" in s]
+    if not rows:
+        return None
+    return Table("Class-conditioned samples", _html(pd.DataFrame(rows).set_index("model").fillna("–")),
+                 "Intended-class accuracy: the share of samples the scoring classifier labels as the digit asked "
+                 "for. Classification accuracy score (CAS, Ravuri & Vinyals 2019): the scoring classifier's "
+                 "architecture trained on the n samples and their intended digits only, then tested on the MNIST "
+                 "test digits; 'real-trained' is the same recipe on n held-out real digits. A model that draws one "
+                 "digit well for every prompt scores high accuracy and precision but a low CAS. The CAS interval "
+                 f"resamples the test digits only, not the classifier's training. {SPREAD}")
 
 
 def per_class_table(scores: dict[str, dict]) -> Table | None:
@@ -194,17 +229,26 @@ def per_class_table(scores: dict[str, dict]) -> Table | None:
                  "Share of samples conditioned on each digit (columns) that the classifier assigns to that digit.")
 
 
+GUIDANCE_COLUMNS = {"accuracy": ("accuracy", "{:.3f}"), "fid": ("Fréchet distance", "{:.1f}"),
+                    "precision": ("precision", "{:.3f}"), "recall": ("recall", "{:.3f}"), "cas": ("CAS", "{:.3f}")}
+
+
 def guidance_table(metrics: dict) -> Table:
-    """Accuracy and Fréchet distance per model and CFG scale."""
-    rows = [{"model": name, "γ": float(key.removeprefix("gamma_")), **vals}
+    """Accuracy, Fréchet distance, precision, recall and CAS per model and CFG scale, each with its interval."""
+    rows = [{"model": name, "γ": float(key.removeprefix("gamma_")),
+             **{title: plus_minus(vals, k, fmt) for k, (title, fmt) in GUIDANCE_COLUMNS.items()}}
             for name, by_gamma in metrics.items() if isinstance(by_gamma, dict) and name != "run"
             for key, vals in by_gamma.items()]
-    df = pd.DataFrame(rows).pivot(index="γ", columns="model", values=["accuracy", "fid"])
-    names = {"accuracy": "accuracy", "fid": "Fréchet distance"}
-    df.columns = [f"{model} {names[value]}" for value, model in df.columns]
-    return Table("Guidance sweep", _html(df, float_format=lambda v: f"{v:.3f}"),
-                 f"{metrics['n']} samples per point; real-vs-real Fréchet distance at this n: "
-                 f"{metrics['fid_baseline']}.")
+    titles = [title for title, _ in GUIDANCE_COLUMNS.values()]
+    df = pd.DataFrame(rows).pivot(index="γ", columns="model", values=titles).dropna(axis=1, how="all")
+    df.columns = [f"{model} {title}" for title, model in df.columns]
+    real = ", ".join(f"{label} {text}" for label, key, fmt in (
+        ("Fréchet distance", "fid_baseline", "{:.1f}"), ("precision", "precision_real", "{:.3f}"),
+        ("recall", "recall_real", "{:.3f}"), ("CAS", "cas_real", "{:.3f}"))
+        if (text := plus_minus(metrics, key, fmt)) is not None)
+    return Table("Guidance sweep", _html(df.fillna("–")),
+                 f"{metrics['n']} samples per point, scored as in the tables above; {metrics['n']} held-out real "
+                 f"digits score {real}. {SPREAD}")
 
 
 def training_table(live: dict[str, Path]) -> Table | None:
@@ -370,12 +414,14 @@ def build(reports: str | Path, params: dict) -> dict:
             if (reports / "train" / name / "plots" / "metrics" / "train" / "loss.tsv").is_file()}
     ev = section("B.eval")
     if clf := _read_json(metrics_dir / "classifier.json"):
-        ev.notes.append(f"The scoring classifier (conv32 → conv64 → fc128 → 10, trained in the pipeline) labels "
+        ev.notes.append(f"The scoring classifier (conv32 → conv64 → fc128 → 10, trained in the pipeline on the first "
+                        f"{params['classifier']['train_subset']:,} training digits) labels "
                         f"{clf['test_accuracy']:.2%} of the {clf['n_test']:,} MNIST test digits correctly.")
     if scores:
         ev.tables.append(sample_quality_table(scores, params))
-        if table := per_class_table(scores):
-            ev.tables.append(table)
+        for table in (class_table(scores), per_class_table(scores)):
+            if table:
+                ev.tables.append(table)
     if sweep := _read_json(metrics_dir / "guidance.json"):
         ev.tables.append(guidance_table(sweep))
     if table := training_table(live):
