@@ -27,6 +27,8 @@ FAMILIES = tuple(dict.fromkeys(family for family, _ in KIND_PARTS.values()))
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_sde")
 FLOW_SAMPLERS = ("euler", "heun")
 T_SAMPLINGS = ("uniform", "logit_normal")  # flow-matching training times
+PREDICTIONS = ("eps", "v")  # what a DDPM UNet predicts: the noise (the spec's) or v = sqrt(abar) eps - sqrt(1-abar) x0
+LR_DECAY_EVERY = ("epoch", "step")  # when ExponentialLR steps: once per epoch (the spec's) or per optimizer step
 VIEW_NAMES = ("identity", "flip", "rotate_cw", "rotate_ccw", "rotate_180", "negate", "skew", "patch_permute",
               "pixel_permute", "jigsaw", "inner_circle", "square_hinge")
 
@@ -81,7 +83,7 @@ class P:
             return "one of " + ", ".join(map(repr, self.choices))
         t = self.type.__name__ if isinstance(self.type, type) else "/".join(x.__name__ for x in self.type)
         if t == "list" and self.item:
-            t = f"a list of {self.item.describe()}"
+            t = f"list of {self.item.describe()}"
         rng = ""
         if self.lo is not None or self.hi is not None:
             rng = f" in [{'-inf' if self.lo is None else self.lo}, {'inf' if self.hi is None else self.hi}]"
@@ -98,7 +100,7 @@ MODEL = {
     "batch_size": P(int, 1, 65536),
     "epochs": P(int, 1, 10000),
     "lr": P(NUM, 0, 10),
-    "lr_decay": P(bool),
+    "lr_decay": P(bool),              # ExponentialLR to 0.1 x lr over the run
     "grad_clip": P(NUM, 0),
     "sigma": P(NUM, 0, 100, optional=True),
     "p_uncond": P(NUM, 0, 1, optional=True),
@@ -111,6 +113,9 @@ MODEL = {
     "t_logit_mean": P(NUM, -10, 10, optional=True),       # logit_normal: t = sigmoid(N(mean, std^2))
     "t_logit_std": P(NUM, 0.01, 10, optional=True),
     "min_snr_gamma": P(NUM, 0, 1000, optional=True),      # DDPM kinds: min-SNR-gamma loss weights; 0 = off
+    "lr_decay_every": P(str, choices=LR_DECAY_EVERY, optional=True),  # lr_decay per epoch (the spec's) or per step
+    "ema_power": P(NUM, 0, 10, optional=True),            # EMA warm-up decay 1 - (1+k)^-power (k-diffusion); 0 = off
+    "prediction": P(str, choices=PREDICTIONS, optional=True),  # DDPM kinds: eps (the spec's) or v (Salimans & Ho)
 }
 
 PROMPT_LIST = P(list, item=P(str))
@@ -150,7 +155,9 @@ SCHEMA: dict[str, Any] = {
     "precision": P(str, choices=("auto", "fp32", "bf16")),
     "gamma": P(NUM, 0, 100),
     "data": {"source": P(str), "expect": P(str, choices=("mnist", "any"))},
-    "ddpm": {"num_ts": P(int, 2, 10000), "beta1": P(NUM, 0, 1), "beta2": P(NUM, 0, 1)},
+    # zero_terminal_snr (not in the spec; Lin et al. 2024): betas rescaled so abar_{T-1} = 0, pure noise; v models only
+    "ddpm": {"num_ts": P(int, 2, 10000), "beta1": P(NUM, 0, 1), "beta2": P(NUM, 0, 1),
+             "zero_terminal_snr": P(bool, optional=True)},
     "models": ("each", MODEL),
     "sample": {
         "n_fid": P(int, 10, 100000),
@@ -159,6 +166,9 @@ SCHEMA: dict[str, Any] = {
         "flow_sampler": P(str, choices=FLOW_SAMPLERS),
         "flow_steps": P(int, 1, 10000),
         "batch_size": P(int, 1, 100000),
+        # Not in the spec (Kynkaanniemi et al. 2024): CFG only at noise levels s in [lo, hi], the conditional model
+        # elsewhere; s = 1 is pure noise, 0 clean (DDPM s = (t + 1) / T, flow s = 1 - t). Omitted = every step.
+        "guidance_interval": P(list, item=P(NUM, 0, 1), optional=True),
     },
     "denoiser_eval": {"sigmas": P(list, item=P(NUM, 0, 100)), "n_test": P(int, 0, 10000)},
     "sampling": ("each", {"guidance": P(str, choices=("seed", "gamma")), "schedule": P(str, choices=("ddpm", "seed"))}),
@@ -191,9 +201,37 @@ def _check_recipes(params: dict) -> None:
             if key in m and family != "flow":
                 raise ParamsError(f"models.{name}.{key}: set for a {m['kind']} model; the training-time "
                                   "distribution applies to flow-matching kinds (*_fm) only: remove it")
+        if "prediction" in m and family != "ddpm":
+            raise ParamsError(f"models.{name}.prediction: set for a {m['kind']} model; eps or v prediction applies "
+                              "to DDPM kinds (*_ddpm) only: remove it")
+        if family == "ddpm" and params["ddpm"].get("zero_terminal_snr") and m.get("prediction", "eps") == "eps":
+            raise ParamsError(f"models.{name}.prediction: eps (the default) with ddpm.zero_terminal_snr: true; at "
+                              "zero SNR x_T holds no image and eps = x_T, so x0 cannot be recovered: set "
+                              f"models.{name}.prediction: v, or ddpm.zero_terminal_snr: false")
+        every = m.get("lr_decay_every", "epoch")
+        if m["lr_decay"] and every == "epoch" and m["epochs"] == 1:
+            raise ParamsError(f"models.{name}.lr_decay: true with 1 epoch; the per-epoch decay would act only after "
+                              f"training ends: set models.{name}.lr_decay_every: step (0.1x over the run's steps), "
+                              "or lr_decay: false")
+        if "lr_decay_every" in m and not m["lr_decay"]:
+            raise ParamsError(f"models.{name}.lr_decay_every: set while lr_decay is false, so it does nothing: set "
+                              "lr_decay: true or remove it")
+        if m.get("ema_power", 0) and not m.get("ema_decay", 0):
+            raise ParamsError(f"models.{name}.ema_power: set without an EMA; it shapes the EMA warm-up: set "
+                              "ema_decay > 0 (e.g. 0.999) or remove it")
 
 
 EXTRA_CHECKS.append(_check_recipes)
+
+
+def _check_guidance_interval(params: dict) -> None:
+    interval = params["sample"].get("guidance_interval")
+    if interval is not None and not (len(interval) == 2 and interval[0] < interval[1]):
+        raise ParamsError(f"sample.guidance_interval: got {interval}; expected [lo, hi] with 0 <= lo < hi <= 1, the "
+                          "noise levels (1 = pure noise, 0 = clean) where CFG applies, e.g. [0.2, 0.8]")
+
+
+EXTRA_CHECKS.append(_check_guidance_interval)
 
 
 def _check_part_a(params: dict) -> None:
@@ -265,6 +303,17 @@ def _check_part_a_steps(params: dict) -> None:
         if value > num_ts:
             raise ParamsError(f"part_a.inference_steps: got {value}; at most T = {num_ts} steps on the "
                               f"{a['backbone']} backbone")
+    if a["backbone"] == "mnist" and params["ddpm"].get("zero_terminal_snr"):
+        # Part A's loops step with eps, and at t = T - 1 a zero-SNR schedule has abar = 0: eps = x_t, no x0 left
+        first = {"stride_fraction": (num_ts - 1) // stride * stride,
+                 "inference_steps": max((v - 1) * (num_ts // v) for v in a["inference_steps"]),
+                 "pair_matrix.steps": (a["pair_matrix"]["steps"] - 1) * (num_ts // a["pair_matrix"]["steps"]),
+                 "noise_fractions": max(min(num_ts - 1, round(f * num_ts)) for f in a["noise_fractions"])}
+        for key, t in first.items():
+            if t == num_ts - 1:
+                raise ParamsError(f"part_a.{key}: starts a loop at t = T - 1 = {t}, where ddpm.zero_terminal_snr "
+                                  "makes abar 0 and Part A's eps-based steps cannot recover x0: choose a value whose "
+                                  "first timestep is below T - 1, or ddpm.zero_terminal_snr: false")
 
 
 EXTRA_CHECKS.append(_check_part_a_steps)
