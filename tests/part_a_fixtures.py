@@ -79,23 +79,25 @@ def tiny_if_repos() -> tuple[str, str]:
     return save_tiny_if(root)
 
 
-def save_tiny_class_ddpm(path: Path) -> Path:
-    """A randomly initialised class-conditioned UNet of width 4, saved like train@class_ddpm saves its model."""
+def save_tiny_class_ddpm(path: Path, prediction: str = "eps") -> Path:
+    """A randomly initialised class-conditioned UNet of width 4 (an eps- or v-model), saved like train@class_ddpm
+    saves its model."""
     from difflab.core.families import build_model
     from difflab.core.weights import save_model
 
     torch.manual_seed(0)
-    save_model(path, build_model("class_ddpm", 4), "class_ddpm")
+    save_model(path, build_model("class_ddpm", 4, prediction), "class_ddpm")
     return path
 
 
-def tiny_mnist_backbone(directory: Path, num_ts: int):
+def tiny_mnist_backbone(directory: Path, num_ts: int, prediction: str = "eps", zero_terminal_snr: bool = False):
     """The mnist backbone on a tiny random class_ddpm saved in `directory`, on the CPU in fp32."""
     from difflab.backbones.mnist import MnistBackbone
     from difflab.core.schedule import NoiseSchedule
 
-    path = save_tiny_class_ddpm(directory / "class_ddpm.safetensors")
-    return MnistBackbone(path, NoiseSchedule.linear(num_ts), torch.device("cpu"), precision="fp32")
+    path = save_tiny_class_ddpm(directory / "class_ddpm.safetensors", prediction)
+    schedule = NoiseSchedule.linear(num_ts, zero_terminal_snr=zero_terminal_snr)
+    return MnistBackbone(path, schedule, torch.device("cpu"), precision="fp32")
 
 
 @pytest.fixture(autouse=True, scope="module")

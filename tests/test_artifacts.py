@@ -11,6 +11,8 @@ from gto.constants import assert_name_is_valid
 
 from difflab.pipeline.params import Kind
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 # DVC's documented rule: letters and numbers, '-' as separator (not at the start or end)

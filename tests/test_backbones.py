@@ -20,7 +20,7 @@ from difflab.backbones import embeddings as prompt_embeds
 from difflab.backbones.base import get_backbone
 from difflab.backbones.deepfloyd import DeepFloydBackbone, DeepFloydUnavailable
 from difflab.backbones.mnist import MnistBackbone, parse_prompt
-from difflab.core.reverse import ancestral_step, posterior_variance
+from difflab.core.reverse import ancestral_step, posterior_variance, x0_from_eps
 from difflab.core.schedule import NoiseSchedule
 from difflab.part_a import loops as pa
 
@@ -74,6 +74,32 @@ def test_mnist_predict_feeds_the_ddpm_time_input(mnist):
     torch.testing.assert_close(var[0, 0, 0, 0], posterior_variance(mnist.schedule, 4, 1, x))
 
 
+def test_mnist_backbone_hands_the_loops_eps_from_a_v_model(tmp_path):
+    """A v-model (its file says so) on a zero-terminal-SNR schedule: predict returns
+    eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t, the eps Part A's loops expect; x0 from that eps is the v-model's own
+    sqrt(abar_t) x_t - sqrt(1 - abar_t) v. At t = T - 1 (abar = 0) eps = x_t holds no x0, and the loops say so."""
+    from difflab.core.reverse import predicted_x0
+
+    v_backbone = tiny_mnist_backbone(tmp_path, T, prediction="v", zero_terminal_snr=True)
+    assert v_backbone.model.prediction == "v" and v_backbone.schedule.alphas_cumprod[-1] == 0
+    x, c = torch.randn(2, 1, 28, 28), v_backbone.embed(["1", ""])
+    for t in (0, 12, T - 2, T - 1):
+        eps, _ = v_backbone.predict(x, t, c)
+        with torch.inference_mode():
+            v = v_backbone.model(x, torch.full((2,), (t + 1) / T), c)
+        abar = v_backbone.schedule.alphas_cumprod[t]
+        torch.testing.assert_close(eps, abar.sqrt() * v + (1 - abar).sqrt() * x)
+        if t < T - 1:
+            torch.testing.assert_close(x0_from_eps(v_backbone.schedule, x, t, eps),
+                                       predicted_x0(v_backbone.schedule, x, t, v, "v"), rtol=1e-4, atol=1e-4)
+    assert torch.equal(v_backbone.predict(x, T - 1, c)[0], x)
+    ts = pa.strided_timesteps(T, 1)
+    out = pa.sample(v_backbone, 2, ts[1:], pa.conditional(v_backbone, c), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="abar_t = 0"):
+        pa.sample(v_backbone, 2, ts, pa.conditional(v_backbone, c), torch.Generator().manual_seed(0))
+
+
 def test_mnist_schedule_is_diffusers_convention(mnist):
     ours = mnist.schedule.alphas_cumprod
     betas = mnist.schedule.betas.double().numpy()
@@ -102,7 +128,7 @@ def _compare_with_scheduler(backbone, scheduler, raw_output, embeds, x, timestep
     theirs = scheduler.step(raw_output, t, x, generator=torch.Generator().manual_seed(3)).prev_sample
     eps, var = backbone.predict(x, t, embeds, t_prev)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
-    ours = ancestral_step(backbone.schedule, x, t, t_prev, eps, noise, var)
+    ours = ancestral_step(backbone.schedule, x, t, t_prev, x0_from_eps(backbone.schedule, x, t, eps), noise, var)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 

@@ -72,6 +72,12 @@ BAD_VALUES = [
     ("gamma", -2, r"gamma: got -2"),
     ("models.class_fm.p_uncond", 1.5, r"p_uncond: got 1.5"),
     ("models.class_fm.snapshots", [1, 0], r"snapshots\[1\]: got 0"),
+    ("ddpm.zero_terminal_snr", "yes", r"^ddpm\.zero_terminal_snr: got 'yes'; expected a bool"),
+    ("models.time_ddpm.prediction", "x0", r"^models\.time_ddpm\.prediction: got 'x0'; expected one of 'eps', 'v'"),
+    ("models.time_ddpm.lr_decay_every", "batch", r"^models\.time_ddpm\.lr_decay_every: got 'batch'"),
+    ("models.time_fm.ema_power", -1, r"^models\.time_fm\.ema_power: got -1"),
+    ("sample.guidance_interval", [0.2, 1.5], r"^sample\.guidance_interval\[1\]: got 1\.5"),
+    ("sample.guidance_interval", "0.2-0.8", r"^sample\.guidance_interval: got '0\.2-0\.8'; expected a list"),
 ]
 
 
@@ -175,7 +181,7 @@ def test_part_a_steps_must_fit_the_strided_schedule(edit, key):
 
 def test_the_schema_file_is_the_schema():
     out = subprocess.run([sys.executable, "-m", "difflab.pipeline.params", "schema"], cwd=REPO, capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True, env=user_env()).stdout
     assert json.loads(out) == json_schema()
     assert (REPO / "params.schema.json").read_text() == out, \
         "params.schema.json is stale: run `python -m difflab.pipeline.params schema > params.schema.json`"
@@ -221,3 +227,64 @@ def test_every_key_says_what_it_means_in_the_same_words_to_the_check_and_the_edi
     for key in path.split("."):
         node = node["properties"][key] if "properties" in node else node["patternProperties"]["^[A-Za-z0-9_]+$"]
     assert node["description"] == f"{p.doc}. Expected {p.describe()}."
+
+
+def with_keys(**paths):
+    p = copy.deepcopy(DEFAULT)
+    for path, value in paths.items():
+        *parents, leaf = path.split("__")
+        node = p
+        for k in parents:
+            node = node[k]
+        node[leaf] = value
+    return p
+
+
+@pytest.mark.parametrize("edits, message", [
+    # cross-field checks of the issue-22 options: one line naming the key and the fix
+    (dict(models__time_fm__prediction="v"), r"^models\.time_fm\.prediction: set for a time_fm model.*remove it"),
+    (dict(ddpm__zero_terminal_snr=True),
+     r"^models\.time_ddpm\.prediction: eps \(the default\) with ddpm\.zero_terminal_snr: true.*set "
+     r"models\.time_ddpm\.prediction: v, or ddpm\.zero_terminal_snr: false"),
+    (dict(ddpm__zero_terminal_snr=True, models__time_ddpm__prediction="v"), r"^models\.class_ddpm\.prediction: eps"),
+    (dict(models__time_ddpm__lr_decay=True),
+     r"^models\.time_ddpm\.lr_decay: true with 1 epoch.*set models\.time_ddpm\.lr_decay_every: step.*or "
+     r"lr_decay: false"),
+    (dict(models__class_fm__lr_decay_every="step"), r"^models\.class_fm\.lr_decay_every: set while lr_decay is false"),
+    (dict(models__class_ddpm__ema_power=0.75), r"^models\.class_ddpm\.ema_power: set without an EMA.*ema_decay > 0"),
+    (dict(sample__guidance_interval=[0.8, 0.2]), r"^sample\.guidance_interval: got \[0\.8, 0\.2\]; expected \[lo, hi\] "
+                                                 r"with 0 <= lo < hi <= 1"),
+    (dict(sample__guidance_interval=[0.5]), r"^sample\.guidance_interval: got \[0\.5\]"),
+])
+def test_new_options_refuse_settings_that_would_do_nothing_or_break(edits, message):
+    with pytest.raises(ParamsError, match=message):
+        validate(with_keys(**edits))
+
+
+def test_new_options_validate_when_consistent():
+    zero_snr = with_keys(ddpm__zero_terminal_snr=True, models__time_ddpm__prediction="v",
+                         models__class_ddpm__prediction="v")
+    validate(zero_snr)
+    validate(with_keys(models__time_ddpm__lr_decay=True, models__time_ddpm__lr_decay_every="step",
+                       models__time_fm__ema_power=0.75, sample__guidance_interval=[0.0, 1.0]))
+    validate(with_keys(models__class_ddpm__lr_decay_every="epoch", models__class_ddpm__prediction="v"))
+
+
+@pytest.mark.parametrize("key, value", [("stride_fraction", 13 / 300), ("inference_steps", [20, 300]),
+                                        ("noise_fractions", [0.5, 1.0]),
+                                        ("pair_matrix", {"views": ["flip"], "seeds": 2, "steps": 300})])
+def test_part_a_on_a_zero_snr_schedule_never_starts_at_the_last_timestep(key, value):
+    """At t = T - 1 a zero-SNR schedule has abar = 0 and Part A's eps-based steps lose x0. T - 1 = 299 = 13 x 23,
+    so stride 13 starts there, as do 300 leading steps and the noise fraction 1 (as part_a.loops computes them)."""
+    from difflab.part_a import loops as pa
+
+    assert pa.strided_timesteps(300, pa.stride_for(300, 13 / 300))[0] == pa.inference_timesteps(300, 300)[0] == 299
+    assert pa.noise_timestep(300, 1.0) == 299 and pa.inference_timesteps(300, 299)[0] < 299
+    p = with_keys(ddpm__zero_terminal_snr=True, models__time_ddpm__prediction="v", models__class_ddpm__prediction="v")
+    p["part_a"][key] = value
+    name = "pair_matrix.steps" if key == "pair_matrix" else key
+    with pytest.raises(ParamsError, match=rf"^part_a\.{re.escape(name)}: starts a loop at t = T - 1 = 299.*"
+                                          r"ddpm\.zero_terminal_snr: false"):
+        validate(p)
+    p["ddpm"]["zero_terminal_snr"] = False
+    validate(p)

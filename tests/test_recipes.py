@@ -99,9 +99,9 @@ def test_training_with_ema_saves_the_average_of_the_weights_it_stepped_through(t
     assert not torch.equal(snapshot["head.weight"], saved["head.weight"])
 
 
-def test_interrupted_ema_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
+def interrupted_in_epoch_3_then_resumed(tmp_path, monkeypatch, config) -> tuple[Outputs, Outputs, dict]:
+    """(an uninterrupted run, the same run interrupted in epoch 3 and resumed, the checkpoint it resumed from)."""
     x, y = tiny_data()
-    config = cfg(ema_decay=0.95, epochs=3)
     ref = outputs(tmp_path, "ref")
     train("m", config, x, y, ref)
     run = outputs(tmp_path, "run")
@@ -116,8 +116,14 @@ def test_interrupted_ema_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(families.Family, "loss", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train("m", config, x, y, run)
+    checkpoint = torch.load(run.checkpoint / "last.pt", weights_only=True)  # plain tensors and numbers only
     monkeypatch.setattr(families.Family, "loss", real_loss)
     train("m", config, x, y, run)
+    return ref, run, checkpoint
+
+
+def test_interrupted_ema_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
+    ref, run, _ = interrupted_in_epoch_3_then_resumed(tmp_path, monkeypatch, cfg(ema_decay=0.95, epochs=3))
     assert sha(run.model) == sha(ref.model)
 
 
@@ -300,3 +306,102 @@ def test_captions_name_every_departure_from_the_spec_recipe():
     assert tuned.startswith(plain) and tuned.endswith(
         ", lr warm-up over 250 steps, logit-normal t (mean 0, std 1), EMA of weights (decay min(0.999, (1+k)/(10+k)))")
     assert describe_training({**entry, "kind": "time_ddpm", "min_snr_gamma": 5.0}).endswith(", min-SNR-5 loss weights")
+
+
+# ---------------------------------------------------------------- per-step lr decay
+
+def lrs_of_a_run(tmp_path, monkeypatch, tag, **kw):
+    """The lr of every optimizer step of a tiny run (48 images, batch 16: 3 steps an epoch), warm-up included."""
+    from difflab.training import loop
+
+    seen, real = [], loop._step
+
+    def recording(opt, lr_scale):
+        seen.append(opt.param_groups[0]["lr"] * lr_scale)
+        real(opt, lr_scale)
+
+    monkeypatch.setattr(loop, "_step", recording)
+    x, y = tiny_data()
+    train("m", cfg(**kw), x, y, outputs(tmp_path, tag))
+    return seen
+
+
+def test_per_step_lr_decay_reaches_the_same_tenth_as_per_epoch_and_composes_with_warm_up(tmp_path, monkeypatch):
+    per_epoch = lrs_of_a_run(tmp_path, monkeypatch, "epoch", epochs=2)
+    g = 0.1 ** (1 / 2)
+    assert per_epoch == pytest.approx([1e-2] * 3 + [1e-2 * g] * 3, rel=1e-12)  # the spec's: after each epoch
+    per_step = lrs_of_a_run(tmp_path, monkeypatch, "step", epochs=2, lr_decay_every="step")
+    g = 0.1 ** (1 / 6)
+    assert per_step == pytest.approx([1e-2 * g ** k for k in range(6)], rel=1e-12)
+    one_epoch = lrs_of_a_run(tmp_path, monkeypatch, "one", epochs=1, lr_decay_every="step", warmup_steps=2)
+    g = 0.1 ** (1 / 3)
+    assert one_epoch == pytest.approx([1e-2 * 0.5, 1e-2 * g, 1e-2 * g ** 2], rel=1e-12)  # warm-up x decay
+    assert lrs_of_a_run(tmp_path, monkeypatch, "none", epochs=1) == [1e-2] * 3  # per epoch: never acts in one
+
+
+def test_interrupted_run_with_per_step_decay_and_power_ema_resumes_to_identical_bytes(tmp_path, monkeypatch):
+    config = cfg(epochs=3, lr_decay_every="step", warmup_steps=2, ema_decay=0.99, ema_power=0.75)
+    ref, run, checkpoint = interrupted_in_epoch_3_then_resumed(tmp_path, monkeypatch, config)
+    assert checkpoint["sched"]["last_epoch"] == 6 and checkpoint["model"]["ema"]["updates"] == 6
+    assert sha(run.model) == sha(ref.model)
+
+
+# ---------------------------------------------------------------- power-law EMA warm-up
+
+def test_power_ema_warm_up_is_k_diffusions():
+    """d_k = min(decay, 1 - (1 + k)^-power): the first update copies the weights, then the average spans a growing
+    fraction of the run (k-diffusion's EMAWarmup with inv_gamma 1)."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = EMA(model, decay=0.999, power=0.75)
+    rates = []
+    for k in range(1000):
+        rates.append(ema.rate())
+        ema.update(model)
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(1 - 2 ** -0.75)
+    assert rates[9] == pytest.approx(1 - 10 ** -0.75) and rates[999] == pytest.approx(1 - 1000 ** -0.75)
+    assert EMA(model, decay=0.5, power=0.75).rate() == 0.0
+    capped = EMA(model, decay=0.9, power=2 / 3)
+    capped.updates = 10 ** 6
+    assert capped.rate() == 0.9
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    fresh = EMA(torch.nn.Linear(1, 1, bias=False), decay=0.999, power=0.75)
+    fresh.update(model)                      # d = 0: the average is the weights
+    assert fresh.model.weight.item() == 3.0
+    assert EMA(model, decay=0.999).rate() == pytest.approx(0.1)  # without power: (1 + k) / (10 + k)
+
+
+# ---------------------------------------------------------------- v-prediction
+
+def test_v_prediction_loss_and_its_min_snr_weights():
+    x, y = tiny_data(8)
+    s = NoiseSchedule.linear(300, zero_terminal_snr=True)
+
+    def zero_model(xt, t, c):
+        return torch.zeros_like(xt)
+
+    value = families.make_family("time_ddpm", s, prediction="v").loss(zero_model, x, y,
+                                                                     torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(0, 300, (8,), generator=g)
+    eps = torch.randn(x.shape, generator=g)
+    abar = s.alphas_cumprod[t].view(-1, 1, 1, 1)
+    v = abar.sqrt() * eps - (1 - abar).sqrt() * x
+    assert value.item() == pytest.approx(v.pow(2).mean().item(), rel=1e-5)
+    weighted = families.make_family("time_ddpm", s, prediction="v", min_snr_gamma=5.0).loss(
+        zero_model, x, y, torch.Generator().manual_seed(5))
+    snr = abar.view(-1).double() / (1 - abar.view(-1).double())
+    w = (snr.clamp(max=5.0) / (snr + 1)).float()
+    assert weighted.item() == pytest.approx((w * v.pow(2).flatten(1).mean(1)).mean().item(), rel=1e-5)
+    ends = families.min_snr_weight(s, torch.tensor([0, 299]), 5.0, "v")
+    assert torch.isfinite(ends).all() and ends[1] == 0  # zero SNR: finite, and no weight at pure noise
+
+
+def test_captions_name_the_new_options():
+    from difflab.figures.manifest import describe_training
+
+    entry = {**DEFAULT["models"]["time_ddpm"], "lr_decay": True, "lr_decay_every": "step", "prediction": "v"}
+    text = describe_training(entry)
+    assert "(x 0.1 over the run, decayed every step)" in text and text.endswith(", v-prediction")
+    ema = describe_training({**DEFAULT["models"]["time_fm"], "ema_decay": 0.999, "ema_power": 0.75})
+    assert "EMA of weights (decay min(0.999, 1-(1+k)^-0.75))" in ema

@@ -3,12 +3,20 @@ import pytest
 import torch
 from torch import nn
 
+from difflab.core import families
 from difflab.core.families import DDPM, Denoiser, FlowMatching, build_model
-from difflab.core.reverse import ancestral_step, x0_from_eps
+from difflab.core.reverse import ancestral_step, predicted_eps, predicted_x0, x0_from_eps
 from difflab.core.schedule import NoiseSchedule, flow_interpolate
 from difflab.core.unet import one_hot
 from difflab.sampling.choice import SamplerChoice
-from difflab.sampling.samplers import generate, sample_ddpm, sample_flow, trailing_timesteps, with_cfg
+from difflab.sampling.samplers import (
+    generate,
+    generate_in_batches,
+    sample_ddpm,
+    sample_flow,
+    trailing_timesteps,
+    with_cfg,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -60,7 +68,8 @@ def test_ancestral_step_equals_diffusers_ddpm_step():
     xt, eps = torch.randn(2, 1, 28, 28), torch.randn(2, 1, 28, 28)
     for t in (299, 149, 1, 0):
         noise = torch.randn(xt.shape, generator=torch.Generator().manual_seed(t))
-        ours = ancestral_step(s, xt, torch.full((2,), t), torch.full((2,), t - 1), eps, noise)
+        tt = torch.full((2,), t)
+        ours = ancestral_step(s, xt, tt, torch.full((2,), t - 1), x0_from_eps(s, xt, tt, eps), noise)
         theirs = ref.step(eps, t, xt, generator=torch.Generator().manual_seed(t)).prev_sample
         assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-4), t
 
@@ -197,19 +206,22 @@ def test_flow_interpolation_endpoints():
     assert torch.equal(flow_interpolate(noise, data, torch.ones(2)), data)
 
 
+class Toy(nn.Module):
+    """A class model whose output is x + the digit, or x + 10 for the unconditional row; records rows per call."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.calls = calls
+
+    def forward(self, x, t, c):
+        self.calls.append(x.shape[0])
+        return x + c.argmax(1).float().view(-1, 1, 1, 1) + 10 * (c.sum(1) == 0).float().view(-1, 1, 1, 1)
+
+
 def test_cfg_is_one_batched_forward_with_the_spec_formula():
     calls = []
-
-    class Toy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(()))
-
-        def forward(self, x, t, c):
-            calls.append(x.shape[0])
-            return x + c.argmax(1).float().view(-1, 1, 1, 1) + 10 * (c.sum(1) == 0).float().view(-1, 1, 1, 1)
-
-    f = with_cfg(Toy(), torch.tensor([2, 5]), gamma=3.0)
+    f = with_cfg(Toy(calls), torch.tensor([2, 5]), gamma=3.0)
     x = torch.zeros(2, 1, 2, 2)
     out = f(x, torch.zeros(2))
     assert calls == [4]
@@ -260,3 +272,231 @@ def test_part_a_at_stride_one_is_part_b_ancestral_sampling_bit_for_bit(tmp_path)
     part_b, _ = sample_ddpm(backbone.model, backbone.family, 2, generator(torch.device("cpu"), 7), labels=labels,
                             gamma=gamma)
     assert torch.equal(backbone.decode(part_a), part_b)
+
+
+# ---------------------------------------------------------------- zero terminal SNR and v-prediction
+
+class PointMassV(nn.Module):
+    """The exact v-predictor when all data is one image x*: v = sqrt(abar) eps - sqrt(1 - abar) x* with eps from
+    x_t, i.e. (sqrt(abar) x_t - x*) / sqrt(1 - abar); -x* at abar = 0. `prediction` tells the samplers."""
+
+    prediction = "v"
+
+    def __init__(self, target, schedule, sloppy=0.0):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.target, self.s, self.sloppy = target, schedule, sloppy
+
+    def forward(self, x, t, c=None):
+        steps = (t * self.s.num_ts).round().long() - 1
+        abar = self.s.alphas_cumprod[steps].view(-1, 1, 1, 1)
+        return (abar.sqrt() * x - self.target) / (1 - abar).sqrt() + self.sloppy * x  # sloppy: an inexact model
+
+
+def test_zero_terminal_snr_betas_are_diffusers_rescale_zero_terminal_snr():
+    """Lin et al. Alg. 1 as diffusers computes it (in float64 here, then float32): abar_{T-1} = 0 exactly, abar_0 as
+    before, the last beta 1; the spec's schedule is unchanged without the option."""
+    from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
+
+    plain, zero = NoiseSchedule.linear(300), NoiseSchedule.linear(300, zero_terminal_snr=True)
+    theirs = rescale_zero_terminal_snr(torch.linspace(1e-4, 0.02, 300, dtype=torch.float64))
+    assert torch.equal(zero.betas, theirs.float())
+    assert torch.equal(zero.alphas_cumprod, torch.cumprod(1 - theirs, 0).float())
+    assert zero.alphas_cumprod[-1] == 0 and zero.betas[-1] == 1 and zero.zero_terminal_snr
+    assert zero.alphas_cumprod[0] == pytest.approx(plain.alphas_cumprod[0].item(), abs=1e-7)
+    assert not plain.zero_terminal_snr and plain.alphas_cumprod[-1].sqrt() == pytest.approx(0.22, abs=0.01)
+    assert (zero.alphas_cumprod.diff() < 0).all()
+    f32 = rescale_zero_terminal_snr(torch.linspace(1e-4, 0.02, 300))  # diffusers' own float32 arithmetic
+    torch.testing.assert_close(zero.betas, f32, rtol=0, atol=2e-6)
+
+
+def test_v_model_x0_and_eps_invert_the_forward_process():
+    s = NoiseSchedule.linear(300, zero_terminal_snr=True)
+    x0, eps, t = torch.rand(4, 1, 28, 28), torch.randn(4, 1, 28, 28), torch.tensor([0, 100, 298, 299])
+    v = families.v_target(s, x0, t, eps)
+    xt = s.forward(x0, t, eps)
+    torch.testing.assert_close(predicted_x0(s, xt, t, v, "v"), x0, rtol=0, atol=1e-5)
+    torch.testing.assert_close(predicted_eps(s, xt, t, v, "v"), eps, rtol=0, atol=1e-5)
+    assert torch.equal(v[3], -x0[3]), "at zero SNR v = -x0"
+    with pytest.raises(ValueError, match="abar_t = 0"):
+        x0_from_eps(s, xt, t, eps)  # an eps estimate holds no x0 at the last timestep
+    x0_from_eps(s, xt[:3], t[:3], eps[:3])
+
+
+def zero_snr_reference(cls, **kw):
+    """A diffusers scheduler configured the diffusers way: linear betas, rescale_betas_zero_snr, v-prediction."""
+    return cls(num_train_timesteps=300, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+               rescale_betas_zero_snr=True, prediction_type="v_prediction", **kw)
+
+
+def test_v_model_ancestral_step_equals_diffusers_ddpm_step_at_zero_terminal_snr():
+    from diffusers import DDPMScheduler
+    s = NoiseSchedule.linear(300, zero_terminal_snr=True)
+    ref = zero_snr_reference(DDPMScheduler, clip_sample=False, variance_type="fixed_small", thresholding=False)
+    xt, v = torch.randn(2, 1, 28, 28), torch.randn(2, 1, 28, 28)
+    for t in (299, 298, 149, 1, 0):  # 299: abar = 0, the first step from pure noise
+        noise = torch.randn(xt.shape, generator=torch.Generator().manual_seed(t))
+        tt = torch.full((2,), t)
+        ours = ancestral_step(s, xt, tt, torch.full((2,), t - 1), predicted_x0(s, xt, tt, v, "v"), noise)
+        theirs = ref.step(v, t, xt, generator=torch.Generator().manual_seed(t)).prev_sample
+        assert torch.isfinite(ours).all()
+        assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-4), t  # float32 schedules: theirs, ours via float64
+
+
+def test_v_model_ddim_equals_diffusers_ddim_at_zero_terminal_snr():
+    from diffusers import DDIMScheduler
+    s = NoiseSchedule.linear(300, zero_terminal_snr=True)
+    model = Recording(PointMassV(torch.rand(1, 1, 28, 28), s, sloppy=0.1))
+    model.prediction = "v"
+    ours, _ = sample_ddpm(model, DDPM("time_ddpm", s), 2, torch.Generator().manual_seed(0), sampler="ddim",
+                          steps=10)
+    assert model.calls[0][0] == 299, "DDIM starts at t = T - 1, pure noise on this schedule"
+    ref = zero_snr_reference(DDIMScheduler, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+    ref.set_timesteps(10)
+    y = torch.randn((2, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    for td in ref.timesteps:
+        y = ref.step(model.inner(y, torch.full((2,), int(td) + 1.0) / 300), td, y).prev_sample
+    torch.testing.assert_close(ours, y.clamp(0, 1), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", ["dpmsolver", "dpmsolver_sde"])
+def test_v_model_dpm_solver_equals_diffusers_at_zero_terminal_snr(sampler):
+    """diffusers' DPM-Solver++ on a zero-SNR schedule sets abar_{T-1} = 2^-24 (a finite first sigma); ours is the
+    same scheduler told the same, so the samples agree with one configured from linear betas."""
+    from diffusers import DPMSolverMultistepScheduler
+    s = NoiseSchedule.linear(300, zero_terminal_snr=True)
+    model = PointMassV(torch.rand(1, 1, 28, 28), s, sloppy=0.1)
+    ours, _ = sample_ddpm(model, DDPM("time_ddpm", s), 2, torch.Generator().manual_seed(0), sampler=sampler,
+                          steps=10)
+    ref = zero_snr_reference(DPMSolverMultistepScheduler, solver_order=2, timestep_spacing="trailing",
+                             algorithm_type="dpmsolver++" if sampler == "dpmsolver" else "sde-dpmsolver++",
+                             final_sigmas_type="zero")
+    assert ref.alphas_cumprod[-1] == 2 ** -24
+    ref.set_timesteps(10)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn((2, 1, 28, 28), generator=gen)
+    for td in ref.timesteps:
+        out = model(y, torch.full((2,), int(td) + 1.0) / 300)
+        y = ref.step(out, td, y, generator=gen if sampler == "dpmsolver_sde" else None).prev_sample
+    torch.testing.assert_close(ours, y.clamp(0, 1), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 0), ("ddim", 20), ("dpmsolver", 10), ("ddpm", 7),
+                                           ("dpmsolver_sde", 10)])
+def test_v_model_samplers_recover_a_point_mass_from_pure_noise(sampler, steps):
+    """Every DDPM sampler takes a v-model on a zero-terminal-SNR schedule and starts at t = T - 1."""
+    s = NoiseSchedule.linear(100, 1e-4, 0.05, zero_terminal_snr=True)
+    target = torch.rand(1, 1, 28, 28) * 0.8 + 0.1
+    model = Recording(PointMassV(target, s))
+    model.prediction = "v"
+    out, _ = sample_ddpm(model, DDPM("time_ddpm", s), 3, torch.Generator().manual_seed(0), sampler=sampler,
+                         steps=steps)
+    assert model.calls[0][0] == 99
+    torch.testing.assert_close(out, target.expand(3, -1, -1, -1), rtol=0, atol=2e-3)
+
+
+def test_a_saved_model_carries_its_prediction(tmp_path):
+    """The model file records eps or v; the samplers, guidance_sweep and Part A read it from there. Files written
+    before it was recorded load as eps."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from difflab.core.weights import load_model, save_model
+
+    save_model(tmp_path / "v.safetensors", families.build_model("class_ddpm", 4, "v"), "class_ddpm")
+    save_model(tmp_path / "eps.safetensors", families.build_model("time_ddpm", 4), "time_ddpm")
+    assert load_model(tmp_path / "v.safetensors")[0].prediction == "v"
+    assert load_model(tmp_path / "eps.safetensors")[0].prediction == "eps"
+    old = families.build_model("time_ddpm", 4)
+    save_file(old.state_dict(), str(tmp_path / "old.safetensors"),
+              metadata={"config": json.dumps({"kind": "time_ddpm", "hidden": 4})})
+    assert load_model(tmp_path / "old.safetensors")[0].prediction == "eps"
+    with pytest.raises(ValueError, match="'v' only for DDPM kinds"):
+        families.build_model("time_fm", 4, "v")
+    model = families.make_family("time_ddpm", NoiseSchedule.linear(20), prediction="v").build(4)
+    assert model.prediction == "v"
+
+
+# ---------------------------------------------------------------- guidance interval
+
+class Calls(nn.Module):
+    """Wraps a class-conditioned UNet and records (rows, time input) of every forward."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, []
+        self.prediction = inner.prediction
+
+    def forward(self, x, t, c=None):
+        self.calls.append((len(x), round(float(t[0]), 6)))
+        return self.inner(x, t, c)
+
+
+def class_models():
+    torch.manual_seed(0)
+    return {"ddpm": Calls(build_model("class_ddpm", 4).eval()), "flow": Calls(build_model("class_fm", 4).eval())}
+
+
+def draw(model, family, interval, gamma=5.0):
+    s = NoiseSchedule.linear(20)
+    labels = torch.tensor([3, 7])
+    common = dict(labels=labels, gamma=gamma, guidance_interval=interval)
+    if family == "ddpm":
+        return sample_ddpm(model, DDPM("class_ddpm", s), 2, torch.Generator().manual_seed(0), **common)[0]
+    return sample_flow(model, 2, torch.Generator().manual_seed(0), sampler="heun", steps=4, **common)[0]
+
+
+@pytest.mark.parametrize("family", ["ddpm", "flow"])
+def test_guidance_interval_over_every_level_is_plain_cfg_and_an_empty_one_is_the_conditional_model(family):
+    model = class_models()[family]
+    assert torch.equal(draw(model, family, [0.0, 1.0]), draw(model, family, None))
+    assert not torch.equal(draw(model, family, [0.0, 1.0]), draw(model, family, None, gamma=1.0))
+    model.calls.clear()
+    none_guided = draw(model, family, [0.53, 0.54])  # no DDPM level (t + 1) / 20, no flow level 1 - i / 4 in it
+    assert {rows for rows, _ in model.calls} == {2}, "outside the interval a forward has n rows, not 2n"
+    assert torch.equal(none_guided, draw(model, family, None, gamma=1.0))
+
+
+def test_guidance_interval_guides_exactly_the_steps_whose_noise_level_is_inside():
+    """DDPM step at t has s = (t + 1) / T; flow step at time t has s = 1 - t, and Heun's two evaluations follow
+    the level its step starts from. Guided forwards carry [cond; uncond] (4 rows), the others 2."""
+    models = class_models()
+    draw(models["ddpm"], "ddpm", [0.3, 0.6])
+    ddpm = [(rows, round(t * 20) - 1) for rows, t in models["ddpm"].calls]
+    assert [t for _, t in ddpm] == list(range(19, -1, -1))
+    assert [t for rows, t in ddpm if rows == 4] == list(range(11, 4, -1))  # (t + 1) / 20 in [0.3, 0.6]
+    draw(models["flow"], "flow", [0.4, 0.8])
+    assert models["flow"].calls == [(2, 0.0), (2, 0.25), (4, 0.25), (4, 0.5), (4, 0.5), (4, 0.75), (2, 0.75)]
+    models["flow"].calls.clear()  # generate and generate_in_batches pass the interval on
+    choice = SamplerChoice(flow_sampler="heun", flow_steps=4)
+    batched = generate_in_batches(models["flow"], FlowMatching("class_fm"), 2, torch.Generator().manual_seed(0), 2,
+                                  "fp32", torch.tensor([3, 7]), gamma=5.0, guidance_interval=[0.4, 0.8],
+                                  choice=choice)
+    assert [rows for rows, _ in models["flow"].calls] == [2, 2, 4, 4, 4, 4, 2]
+    assert torch.equal(batched, draw(models["flow"], "flow", [0.4, 0.8]).mul(255).round().div(255))
+
+
+def test_cfg_at_gamma_one_is_one_conditional_forward():
+    calls = []
+    out = with_cfg(Toy(calls), torch.tensor([2, 5]), gamma=1.0)(torch.zeros(2, 1, 2, 2), torch.zeros(2))
+    assert calls == [2] and torch.equal(out[:, 0, 0, 0], torch.tensor([2.0, 5.0]))
+    out = with_cfg(Toy(calls), torch.tensor([2, 5]), gamma=3.0)(torch.zeros(2, 1, 2, 2), torch.zeros(2), False)
+    assert calls == [2, 2] and torch.equal(out[:, 0, 0, 0], torch.tensor([2.0, 5.0]))  # unguided: the cond rows
+
+
+def test_sample_stage_passes_the_guidance_interval_and_names_it():
+    import copy
+    from pathlib import Path
+
+    import yaml
+
+    from difflab.part_b.samples import SampleRun
+
+    params = yaml.safe_load((Path(__file__).parent / "tiny_params.yaml").read_text())
+    assert SampleRun("class_ddpm", params).interval is None
+    params = copy.deepcopy(params)
+    params["sample"]["guidance_interval"] = [0.2, 0.8]
+    run = SampleRun("class_fm", params)
+    assert run.interval == [0.2, 0.8] and run.guidance == "CFG gamma=5.0 at noise levels 0.2-0.8"
+    assert SampleRun("time_fm", params).interval is None  # no guidance, no interval

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO / "difflab" / "data" / "mnist.py"
 # The one pickle read: (file, function). Its bytes must come from the function that checks their pinned sha256.

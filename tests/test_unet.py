@@ -157,3 +157,36 @@ def test_fold_batchnorm_folds_batchnorm_and_computes_the_same_function(kind):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert expected.abs().mean() > 1e-3
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_time_and_class_embeddings_run_in_fp32_under_bf16_autocast():
+    """All 300 DDPM time inputs (k + 1) / 300 reach the FC blocks as 300 values and leave them as 300 distinct
+    embedding rows, inside a bf16 autocast region. In bf16 (a step of 2^-8 on [0.5, 1], ~1.2 timesteps) they
+    would not: the FC blocks run under autocast as before give fewer distinct rows."""
+    t = torch.arange(1, 301) / 300
+    assert len(t.bfloat16().unique()) < 300  # what bf16 makes of the time inputs
+    torch.manual_seed(0)
+    model = build_model("class_ddpm", 8).eval()
+    seen = {}
+    hooks = [getattr(model, name).register_forward_hook(
+        lambda m, args, out, name=name: seen.update({name: (args[0], out)}))
+        for name in ("fc1_t", "fc2_t", "fc1_c", "fc2_c")]
+    c = one_hot(torch.arange(300) % 10)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(300, 1, 28, 28), t, c)
+    for hook in hooks:
+        hook.remove()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        old = model.fc1_t(t.view(-1, 1)), model.fc2_t(t.view(-1, 1))  # the blocks left to autocast
+    assert out.dtype == torch.bfloat16, "the rest of the UNet still runs in bf16"
+    for name in ("fc1_t", "fc2_t"):
+        given, emb = seen[name]
+        assert given.dtype == emb.dtype == torch.float32 and torch.equal(given.view(-1), t)
+        assert len(given.unique()) == 300 and len(emb.unique(dim=0)) == 300, name
+    for emb in old:
+        assert emb.dtype == torch.bfloat16 and len(emb.unique(dim=0)) < 300
+    for name in ("fc1_c", "fc2_c"):
+        given, emb = seen[name]
+        assert given.dtype == emb.dtype == torch.float32 and len(emb.unique(dim=0)) == 10, name
+    with torch.inference_mode():  # fp32 without autocast: the same embeddings as a plain call
+        assert torch.equal(model._embed(model.fc1_t, t.view(-1, 1)), model.fc1_t(t.view(-1, 1)))

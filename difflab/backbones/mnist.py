@@ -9,7 +9,7 @@ import torch
 from difflab.backbones.base import Backbone
 from difflab.core.families import DDPM
 from difflab.core.inference import load_for_inference
-from difflab.core.reverse import posterior_variance
+from difflab.core.reverse import posterior_variance, predicted_eps
 from difflab.core.schedule import NoiseSchedule
 from difflab.core.unet import NUM_CLASSES, UNet
 from difflab.pipeline.digit_prompts import parse_prompt
@@ -55,9 +55,12 @@ class MnistBackbone(Backbone):
 
     def predict(self, x_t: torch.Tensor, t: int, embeds: torch.Tensor,
                 t_prev: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The eps the loops expect; a v-model's output v becomes eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t."""
         tt = self.family.time_input(torch.full((len(x_t),), t, device=self.device))
+        x_t = x_t.to(self.device)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            eps = self.model(x_t.to(self.device), tt, embeds.to(self.device)).float()
+            out = self.model(x_t, tt, embeds.to(self.device)).float()
+        eps = predicted_eps(self.schedule, x_t, t, out, self.model.prediction)
         if t_prev is None:
             return eps, None
         return eps, posterior_variance(self.schedule, t, t_prev, eps).expand_as(eps)

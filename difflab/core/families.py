@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from difflab.core.schedule import NoiseSchedule, flow_interpolate
 from difflab.core.unet import UNet, one_hot
-from difflab.pipeline.params import T_SAMPLINGS, Kind
+from difflab.pipeline.params import PREDICTIONS, T_SAMPLINGS, Kind
 
 
 class Family:
@@ -60,13 +60,20 @@ class PureNoise(Family):
 
 
 class DDPM(Family):
-    """Epsilon prediction (B.2): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps with t ~ U{0..T-1}, predict eps.
-    The UNet sees t as (t + 1) / T, in (0, 1]. With min_snr_gamma > 0 each image's loss is weighted by
-    `min_snr_weight`."""
+    """Epsilon prediction (B.2): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps with t ~ U{0..T-1}, predict eps, or
+    with prediction "v" (not in the spec; Salimans & Ho 2022) predict `v_target`, which stays defined on a
+    zero-terminal-SNR schedule. The UNet sees t as (t + 1) / T, in (0, 1]. With min_snr_gamma > 0 each image's
+    loss is weighted by `min_snr_weight`."""
 
-    def __init__(self, kind: Kind | str, schedule: NoiseSchedule, p_uncond: float = 0.1, min_snr_gamma: float = 0.0):
+    def __init__(self, kind: Kind | str, schedule: NoiseSchedule, p_uncond: float = 0.1, min_snr_gamma: float = 0.0,
+                 prediction: str = "eps"):
         super().__init__(kind, p_uncond)
-        self.schedule, self.min_snr_gamma = schedule, min_snr_gamma
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
+        self.schedule, self.min_snr_gamma, self.prediction = schedule, min_snr_gamma, prediction
+
+    def build(self, hidden: int) -> UNet:
+        return build_model(self.kind, hidden, self.prediction)
 
     def time_input(self, t: torch.Tensor) -> torch.Tensor:
         return (t + 1) / self.schedule.num_ts
@@ -75,18 +82,27 @@ class DDPM(Family):
         t = torch.randint(0, self.schedule.num_ts, (len(x),), generator=gen, device=x.device)
         eps = _randn_like(x, gen)
         pred = model(self.schedule.forward(x, t, eps), self.time_input(t), c)
+        target = eps if self.prediction == "eps" else v_target(self.schedule, x, t, eps)
         if self.min_snr_gamma > 0:
-            per_image = (pred.float() - eps.float()).pow(2).flatten(1).mean(1)
-            return (min_snr_weight(self.schedule, t, self.min_snr_gamma) * per_image).mean()
-        return F.mse_loss(pred, eps)
+            per_image = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+            return (min_snr_weight(self.schedule, t, self.min_snr_gamma, self.prediction) * per_image).mean()
+        return F.mse_loss(pred, target)
 
 
-def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma loss weight for epsilon-prediction (Hang et al. 2023): min(SNR_t, gamma) / SNR_t with
-    SNR_t = abar_t / (1 - abar_t); it caps how much the nearly clean timesteps count."""
+def v_target(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The v-prediction target (Salimans & Ho 2022, diffusers' get_velocity): sqrt(abar_t) eps - sqrt(1 - abar_t) x0;
+    at abar = 0 it is -x0."""
+    abar = schedule.abar(t, x0)
+    return abar.sqrt() * eps - (1 - abar).sqrt() * x0
+
+
+def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
+    """Min-SNR-gamma loss weight (Hang et al. 2023) with SNR_t = abar_t / (1 - abar_t): min(SNR_t, gamma) / SNR_t
+    for eps-prediction, min(SNR_t, gamma) / (SNR_t + 1) for v-prediction (the same weight on the x0 error); it
+    caps how much the nearly clean timesteps count."""
     abar = schedule.alphas_cumprod.to(t.device)[t].double()
     snr = abar / (1 - abar)
-    return (snr.clamp(max=gamma) / snr).float()
+    return (snr.clamp(max=gamma) / (snr if prediction == "eps" else snr + 1)).float()
 
 
 class FlowMatching(Family):
@@ -126,16 +142,20 @@ FAMILIES: dict[str, type[Family]] = {"denoiser": Denoiser, "pure_noise": PureNoi
                                      "flow": FlowMatching}
 
 
-def build_model(kind: Kind | str, hidden: int) -> UNet:
+def build_model(kind: Kind | str, hidden: int, prediction: str = "eps") -> UNet:
     """The spec's UNet for a kind: no conditioning for the denoisers; a time-only UNet takes t as its family says;
-    class-conditioned UNets of both families take c * h + t."""
+    class-conditioned UNets of both families take c * h + t. `prediction` (DDPM kinds: eps or v) is what its output
+    means, recorded in its model file for the samplers."""
     kind = Kind.parse(kind)
-    return UNet(hidden, kind.conditioning, FAMILIES[kind.family].modulation)
+    if prediction not in PREDICTIONS or (prediction != "eps" and kind.family != "ddpm"):
+        raise ValueError(f"prediction {prediction!r} for a {kind.name} model; expected one of {PREDICTIONS}, and "
+                         "'v' only for DDPM kinds")
+    return UNet(hidden, kind.conditioning, FAMILIES[kind.family].modulation, prediction)
 
 
 def make_family(kind: Kind | str, schedule: NoiseSchedule | None = None, *, p_uncond: float = 0.1,
                 sigma: float = 0.5, t_sampling: str = "uniform", t_logit_mean: float = 0.0, t_logit_std: float = 1.0,
-                min_snr_gamma: float = 0.0) -> Family:
+                min_snr_gamma: float = 0.0, prediction: str = "eps") -> Family:
     """The family of `kind` with its options (each family takes its own; the defaults are the spec's recipe)."""
     kind = Kind.parse(kind)
     if kind.family == "denoiser":
@@ -145,6 +165,6 @@ def make_family(kind: Kind | str, schedule: NoiseSchedule | None = None, *, p_un
     if kind.family == "ddpm":
         if schedule is None:
             raise ValueError(f"{kind.name} needs the DDPM noise schedule")
-        return DDPM(kind, schedule, p_uncond, min_snr_gamma)
+        return DDPM(kind, schedule, p_uncond, min_snr_gamma, prediction)
     return FlowMatching(kind, p_uncond, t_sampling, t_logit_mean, t_logit_std)
 

@@ -26,13 +26,27 @@ class NoiseSchedule:
     betas: torch.Tensor
 
     @classmethod
-    def linear(cls, num_ts: int = 300, beta1: float = 1e-4, beta2: float = 0.02) -> "NoiseSchedule":
-        """The course's schedule (B.3): betas = linspace(beta1, beta2, T), abar_t = prod_{s <= t} (1 - beta_s)."""
-        if num_ts < 1 or not 0 < beta1 <= beta2 < 1:
-            raise ValueError(f"DDPM schedule needs num_ts >= 1 and 0 < beta1 <= beta2 < 1, got {num_ts}, {beta1}, "
+    def linear(cls, num_ts: int = 300, beta1: float = 1e-4, beta2: float = 0.02,
+               zero_terminal_snr: bool = False) -> "NoiseSchedule":
+        """The course's schedule (B.3): betas = linspace(beta1, beta2, T), abar_t = prod_{s <= t} (1 - beta_s).
+
+        zero_terminal_snr (Lin et al. 2024, Alg. 1): sqrt(abar) shifted and scaled so that abar_{T-1} = 0 (x_{T-1} is
+        pure noise, as sampling assumes) and abar_0 is unchanged; betas follow from it (the last is 1)."""
+        if num_ts < 2 or not 0 < beta1 <= beta2 < 1:
+            raise ValueError(f"DDPM schedule needs num_ts >= 2 and 0 < beta1 <= beta2 < 1, got {num_ts}, {beta1}, "
                              f"{beta2}")
         betas = torch.linspace(beta1, beta2, num_ts, dtype=torch.float64)
-        return cls(torch.cumprod(1.0 - betas, 0).float(), betas.float())
+        abar = torch.cumprod(1.0 - betas, 0)
+        if not zero_terminal_snr:
+            return cls(abar.float(), betas.float())
+        root = abar.sqrt()
+        root = (root - root[-1]) * (root[0] / (root[0] - root[-1]))
+        return cls.from_alphas_cumprod(root.square())
+
+    @property
+    def zero_terminal_snr(self) -> bool:
+        """abar_{T-1} = 0: the last timestep is pure noise (`linear(..., zero_terminal_snr=True)`)."""
+        return bool(self.alphas_cumprod[-1] == 0)
 
     @classmethod
     def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor) -> "NoiseSchedule":
@@ -43,8 +57,8 @@ class NoiseSchedule:
 
     @classmethod
     def for_model(cls, params: dict, name: str) -> "NoiseSchedule | None":
-        """The training schedule of `models.<name>`: params' `ddpm` section for DDPM kinds, None for the others
-        (whose stages do not declare `ddpm`, so must not read it)."""
+        """The training schedule of `models.<name>`: params' `ddpm` section (with its optional zero_terminal_snr) for
+        DDPM kinds, None for the others (whose stages do not declare `ddpm`, so must not read it)."""
         return cls.linear(**params["ddpm"]) if model_kind(params, name).family == "ddpm" else None
 
     @property

@@ -58,9 +58,13 @@ class UNet(nn.Module):
       "add" (DDPM page):  h = h + t
       "mul" (flow page):  h = h * t
     With class conditioning both pages give h = c * h + t (`unflatten = c1 * unflatten + t1`, `up1 = c2 * up1 + t2`).
+    The FC blocks that embed t and c run in fp32 even under bf16 autocast (`_embed`).
+    prediction: what a DDPM UNet's output is, "eps" or "v" (difflab.core.families); other families keep "eps",
+    unused. Model files record it, and the samplers read it from here.
     """
 
-    def __init__(self, hidden: int = 64, conditioning: str = "none", modulation: str = "add"):
+    def __init__(self, hidden: int = 64, conditioning: str = "none", modulation: str = "add",
+                 prediction: str = "eps"):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
@@ -68,6 +72,7 @@ class UNet(nn.Module):
             raise ValueError(f"modulation must be one of {MODULATIONS}, got {modulation!r}")
         d = hidden
         self.hidden, self.conditioning, self.modulation = hidden, conditioning, modulation
+        self.prediction = prediction
         self.conv_in = ConvBlock(1, d)
         self.down1 = DownBlock(d, d)
         self.down2 = DownBlock(d, 2 * d)
@@ -88,6 +93,13 @@ class UNet(nn.Module):
             return c_emb[:, :, None, None] * h + t_emb
         return h * t_emb if self.modulation == "mul" else h + t_emb
 
+    @staticmethod
+    def _embed(block: nn.Module, v: torch.Tensor) -> torch.Tensor:
+        """An FC block in fp32, autocast or not: bf16's step near t = 1 is 2^-8, more than a timestep of 300, so
+        under bf16 neighbouring timesteps would reach the model as one value."""
+        with torch.autocast(v.device.type, enabled=False):
+            return block(v.float())
+
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, c: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N,1,28,28); t: (N,) in [0,1]; c: (N,10) one-hot or zero rows for the unconditional model."""
         x0 = self.conv_in(x)
@@ -97,17 +109,16 @@ class UNet(nn.Module):
         if self.conditioning != "none":
             if t is None:
                 raise ValueError("this UNet is time-conditioned: pass t")
-            t = t.to(x.dtype).view(-1, 1)
+            t = t.view(-1, 1)
             c1 = c2 = None
             if self.conditioning == "class":
                 if c is None:
                     raise ValueError("this UNet is class-conditioned: pass c (zeros for unconditional)")
-                c = c.to(x.dtype)
-                c1, c2 = self.fc1_c(c), self.fc2_c(c)
-            h = self._modulate(h, self.fc1_t(t), c1)
+                c1, c2 = self._embed(self.fc1_c, c), self._embed(self.fc2_c, c)
+            h = self._modulate(h, self._embed(self.fc1_t, t), c1)
         h = self.up1(torch.cat([x2, h], 1))
         if self.conditioning != "none":
-            h = self._modulate(h, self.fc2_t(t), c2)
+            h = self._modulate(h, self._embed(self.fc2_t, t), c2)
         h = self.up2(torch.cat([x1, h], 1))
         h = self.conv_out(torch.cat([x0, h], 1))
         return self.head(h)

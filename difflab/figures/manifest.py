@@ -50,8 +50,12 @@ def describe_training(m: dict) -> str:
     """One phrase naming the training params of a `models.<name>` entry, for captions (`train_subset` 0 = all
     60,000 digits)."""
     epochs = m["epochs"]
-    # ExponentialLR steps after each epoch, so a one-epoch run trains at a constant lr
-    schedule = f"x 0.1^(1/{epochs}) after each epoch" if m["lr_decay"] and epochs > 1 else "constant"
+    # ExponentialLR steps after each epoch (a one-epoch run trains at a constant lr) or after each optimizer step
+    schedule = "constant"
+    if m["lr_decay"] and m.get("lr_decay_every", "epoch") == "step":
+        schedule = "x 0.1 over the run, decayed every step"
+    elif m["lr_decay"] and epochs > 1:
+        schedule = f"x 0.1^(1/{epochs}) after each epoch"
     clip = f", grad-norm clip {m['grad_clip']}" if m["grad_clip"] else ""
     subset = m["train_subset"]
     of = f" of the first {subset:,} training digits" if subset else ""
@@ -68,6 +72,9 @@ def describe_recipe(m: dict) -> str:
         parts.append(f"logit-normal t (mean {m.get('t_logit_mean', 0.0):g}, std {m.get('t_logit_std', 1.0):g})")
     if m.get("min_snr_gamma", 0):
         parts.append(f"min-SNR-{m['min_snr_gamma']:g} loss weights")
+    if m.get("prediction", "eps") == "v":
+        parts.append("v-prediction")
     if m.get("ema_decay", 0):
-        parts.append(f"EMA of weights (decay min({m['ema_decay']:g}, (1+k)/(10+k)))")
+        warmup = f"1-(1+k)^-{m['ema_power']:g}" if m.get("ema_power", 0) else "(1+k)/(10+k)"
+        parts.append(f"EMA of weights (decay min({m['ema_decay']:g}, {warmup}))")
     return "".join(", " + part for part in parts)

@@ -122,10 +122,12 @@ def iterative_denoise(backbone: Backbone, x_t: torch.Tensor, timesteps: Sequence
             frames.append((t, x))
         if t_prev < 0:  # the final step draws no noise (diffusers draws none at t = 0)
             eps, _ = noise_fn(x, t, None)
-            x = ancestral_step(backbone.schedule, x, t, t_prev, eps, torch.zeros_like(x), torch.zeros_like(x), clean)
+            x0 = x0_from_eps(backbone.schedule, x, t, eps)
+            x = ancestral_step(backbone.schedule, x, t, t_prev, x0, torch.zeros_like(x), torch.zeros_like(x), clean)
             continue
         eps, variance = noise_fn(x, t, t_prev)
-        x = ancestral_step(backbone.schedule, x, t, t_prev, eps, randn(x.shape, gen, x.device), variance, clean)
+        x0 = x0_from_eps(backbone.schedule, x, t, eps)
+        x = ancestral_step(backbone.schedule, x, t, t_prev, x0, randn(x.shape, gen, x.device), variance, clean)
         if known is not None:
             x_orig, mask = known
             x = mask * x + (1 - mask) * backbone.schedule.forward(x_orig, t_prev, randn(x.shape, gen, x.device))

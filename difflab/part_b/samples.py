@@ -36,7 +36,11 @@ class SampleRun:
         self.sampler = self.choice.describe(self.family.kind.family, num_ts)
         self.every = self.choice.frame_every(self.family.kind.family, num_ts)
         self.gamma = params["gamma"] if self.conditional else 0.0
-        self.guidance = f"CFG gamma={params['gamma']}" if self.conditional else "unconditional"
+        self.interval = params["sample"].get("guidance_interval") if self.conditional else None
+        self.guidance = "unconditional"
+        if self.conditional:
+            self.guidance = f"CFG gamma={params['gamma']}" + (
+                f" at noise levels {self.interval[0]:g}-{self.interval[1]:g}" if self.interval else "")
         self.what = (f"{PER_CLASS} samples per digit (columns 0-9), {self.guidance}" if self.conditional
                      else f"{PER_CLASS * 10} unconditional samples")
         self.how = self.sampler + (f", {self.guidance}" if self.conditional else "")
@@ -78,7 +82,7 @@ def write_samples(name: str, params: dict) -> dict:
     device = resolve_device(params["device"])
     seed_everything(params["seed"])
     labels = digit_labels(PER_CLASS) if run.conditional else None
-    opts = dict(gamma=run.gamma, choice=run.choice)
+    opts = dict(gamma=run.gamma, guidance_interval=run.interval, choice=run.choice)
     cols = [str(d) for d in range(10)] if run.conditional else []
     snapshots = paths.snapshots(name)
     if not snapshots:

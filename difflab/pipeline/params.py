@@ -30,6 +30,8 @@ FAMILIES = tuple(dict.fromkeys(family for family, _ in KIND_PARTS.values()))
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_sde")
 FLOW_SAMPLERS = ("euler", "heun")
 T_SAMPLINGS = ("uniform", "logit_normal")  # flow-matching training times
+PREDICTIONS = ("eps", "v")  # what a DDPM UNet predicts: the noise (the spec's) or v = sqrt(abar) eps - sqrt(1-abar) x0
+LR_DECAY_EVERY = ("epoch", "step")  # when ExponentialLR steps: once per epoch (the spec's) or per optimizer step
 VIEW_NAMES = ("identity", "flip", "rotate_cw", "rotate_ccw", "rotate_180", "negate", "skew", "patch_permute",
               "pixel_permute", "jigsaw", "inner_circle", "square_hinge")
 
@@ -88,7 +90,7 @@ class P:
         types = self.type if isinstance(self.type, tuple) else (self.type,)
         t = "number" if set(types) == {int, float} else "/".join(x.__name__ for x in types)
         if t == "list" and self.item:
-            t = f"a list of {self.item.describe()}"
+            t = f"list of {self.item.describe()}"
         rng = ""
         if self.lo is not None or self.hi is not None:
             rng = f" in [{'-inf' if self.lo is None else self.lo}, {'inf' if self.hi is None else self.hi}]"
@@ -130,7 +132,8 @@ MODEL = {
     "batch_size": P(int, 1, 65536, doc="training images per optimizer step"),
     "epochs": P(int, 1, 10000, doc="training epochs"),
     "lr": P(NUM, 0, 10, doc="Adam's learning rate"),
-    "lr_decay": P(bool, doc="decay the learning rate to 0.1x over training (ExponentialLR, once per epoch)"),
+    "lr_decay": P(bool, doc="decay the learning rate to 0.1x over training (ExponentialLR; once per epoch as the spec, "
+                  "or per step with lr_decay_every: step)"),
     "grad_clip": P(NUM, 0, doc="gradient-norm clip; 0 = off"),
     "sigma": P(NUM, 0, 100, optional=True, doc="the noise level the denoiser trains at"),
     "p_uncond": P(NUM, 0, 1, optional=True, doc="share of training labels dropped, for classifier-free guidance"),
@@ -148,6 +151,12 @@ MODEL = {
     "t_logit_std": P(NUM, 0.01, 10, optional=True, doc="logit_normal times t = sigmoid(N(mean, std^2)): the std"),
     "min_snr_gamma": P(NUM, 0, 1000, optional=True, doc="not in the spec, DDPM kinds only: loss weights "
                        "min(SNR_t, gamma) / SNR_t; 0 = off"),
+    "lr_decay_every": P(str, choices=LR_DECAY_EVERY, optional=True, doc="not in the spec when step: lr_decay acts "
+                        "once per epoch (the spec's) or after every optimizer step, with the same 0.1x in all"),
+    "ema_power": P(NUM, 0, 10, optional=True, doc="not in the spec: power-law EMA warm-up (k-diffusion), decay "
+                   "min(ema_decay, 1 - (1 + k)^-power) at update k; absent = (1 + k) / (10 + k)"),
+    "prediction": P(str, choices=PREDICTIONS, optional=True, doc="DDPM kinds: what the UNet predicts, eps (the "
+                    "spec's) or v (Salimans & Ho 2022; needed with ddpm.zero_terminal_snr)"),
 }
 
 PROMPT_LIST = P(list, item=P(str))
@@ -216,7 +225,9 @@ SCHEMA: dict[str, Any] = {
                          "sha256s; any = your own IDX set")},
     "ddpm": {"num_ts": P(int, 2, 10000, doc="T, the DDPM timesteps"),
              "beta1": P(NUM, 0, 1, doc="the linear noise schedule's first beta"),
-             "beta2": P(NUM, 0, 1, doc="the linear noise schedule's last beta")},
+             "beta2": P(NUM, 0, 1, doc="the linear noise schedule's last beta"),
+             "zero_terminal_snr": P(bool, optional=True, doc="not in the spec (Lin et al. 2024): betas rescaled so "
+                                    "abar at T - 1 is 0, pure noise; v-prediction models only")},
     "models": ("each", MODEL),
     "sample": {
         "n_fid": P(int, 10, 10000, doc="samples per model for the Frechet distance (its floor uses as many "
@@ -228,6 +239,9 @@ SCHEMA: dict[str, Any] = {
                           "order: n steps cost 2n - 1 evaluations)"),
         "flow_steps": P(int, 1, 10000, doc="flow sampling steps"),
         "batch_size": P(int, 1, 100000, doc="samples per batch (CFG doubles the rows)"),
+        "guidance_interval": P(list, item=P(NUM, 0, 1), optional=True, doc="not in the spec (Kynkaanniemi et al. "
+                               "2024): CFG only at noise levels s in [lo, hi], the conditional model elsewhere; s = 1 "
+                               "is pure noise, 0 clean (DDPM s = (t + 1) / T, flow s = 1 - t); absent = every step"),
     },
     "denoiser_eval": {"sigmas": P(list, item=P(NUM, 0, 100), doc="the noise levels the denoiser is scored at"),
                       "n_test": P(int, 0, 10000, doc="test digits scored per sigma; 0 = all 10,000")},
@@ -284,9 +298,37 @@ def _check_recipes(params: dict) -> None:
             if key in m and family != "flow":
                 raise ParamsError(f"models.{name}.{key}: set for a {m['kind']} model; the training-time "
                                   "distribution applies to flow-matching kinds (*_fm) only: remove it")
+        if "prediction" in m and family != "ddpm":
+            raise ParamsError(f"models.{name}.prediction: set for a {m['kind']} model; eps or v prediction applies "
+                              "to DDPM kinds (*_ddpm) only: remove it")
+        if family == "ddpm" and params["ddpm"].get("zero_terminal_snr") and m.get("prediction", "eps") == "eps":
+            raise ParamsError(f"models.{name}.prediction: eps (the default) with ddpm.zero_terminal_snr: true; at "
+                              "zero SNR x_T holds no image and eps = x_T, so x0 cannot be recovered: set "
+                              f"models.{name}.prediction: v, or ddpm.zero_terminal_snr: false")
+        every = m.get("lr_decay_every", "epoch")
+        if m["lr_decay"] and every == "epoch" and m["epochs"] == 1:
+            raise ParamsError(f"models.{name}.lr_decay: true with 1 epoch; the per-epoch decay would act only after "
+                              f"training ends: set models.{name}.lr_decay_every: step (0.1x over the run's steps), "
+                              "or lr_decay: false")
+        if "lr_decay_every" in m and not m["lr_decay"]:
+            raise ParamsError(f"models.{name}.lr_decay_every: set while lr_decay is false, so it does nothing: set "
+                              "lr_decay: true or remove it")
+        if m.get("ema_power", 0) and not m.get("ema_decay", 0):
+            raise ParamsError(f"models.{name}.ema_power: set without an EMA; it shapes the EMA warm-up: set "
+                              "ema_decay > 0 (e.g. 0.999) or remove it")
 
 
 EXTRA_CHECKS.append(_check_recipes)
+
+
+def _check_guidance_interval(params: dict) -> None:
+    interval = params["sample"].get("guidance_interval")
+    if interval is not None and not (len(interval) == 2 and interval[0] < interval[1]):
+        raise ParamsError(f"sample.guidance_interval: got {interval}; expected [lo, hi] with 0 <= lo < hi <= 1, the "
+                          "noise levels (1 = pure noise, 0 = clean) where CFG applies, e.g. [0.2, 0.8]")
+
+
+EXTRA_CHECKS.append(_check_guidance_interval)
 
 
 def _check_part_a(params: dict) -> None:
@@ -358,6 +400,17 @@ def _check_part_a_steps(params: dict) -> None:
         if value > num_ts:
             raise ParamsError(f"part_a.inference_steps: got {value}; at most T = {num_ts} steps on the "
                               f"{a['backbone']} backbone")
+    if a["backbone"] == "mnist" and params["ddpm"].get("zero_terminal_snr"):
+        # Part A's loops step with eps, and at t = T - 1 a zero-SNR schedule has abar = 0: eps = x_t, no x0 left
+        first = {"stride_fraction": (num_ts - 1) // stride * stride,
+                 "inference_steps": max((v - 1) * (num_ts // v) for v in a["inference_steps"]),
+                 "pair_matrix.steps": (a["pair_matrix"]["steps"] - 1) * (num_ts // a["pair_matrix"]["steps"]),
+                 "noise_fractions": max(min(num_ts - 1, round(f * num_ts)) for f in a["noise_fractions"])}
+        for key, t in first.items():
+            if t == num_ts - 1:
+                raise ParamsError(f"part_a.{key}: starts a loop at t = T - 1 = {t}, where ddpm.zero_terminal_snr "
+                                  "makes abar 0 and Part A's eps-based steps cannot recover x0: choose a value whose "
+                                  "first timestep is below T - 1, or ddpm.zero_terminal_snr: false")
 
 
 EXTRA_CHECKS.append(_check_part_a_steps)

@@ -1,7 +1,7 @@
-"""One training loop for every Part B model: Adam, optional per-epoch ExponentialLR, optional grad clipping,
-DVCLive logging, snapshots at chosen epochs and a resumable checkpoint after every epoch. Opt-in recipe changes
-(all off by default, which is the spec's recipe): lr warm-up, an EMA of the weights, logit-normal flow times,
-min-SNR-gamma DDPM weights."""
+"""One training loop for every Part B model: Adam, optional ExponentialLR (per epoch, the spec's, or per step),
+optional grad clipping, DVCLive logging, snapshots at chosen epochs and a resumable checkpoint after every epoch.
+Opt-in recipe changes (all off by default, which is the spec's recipe): lr warm-up, per-step lr decay, an EMA of the
+weights (with a power-law warm-up), logit-normal flow times, min-SNR-gamma DDPM weights, v-prediction."""
 from __future__ import annotations
 
 import copy
@@ -22,6 +22,7 @@ from difflab.core.families import Family, make_family
 from difflab.core.schedule import NoiseSchedule
 from difflab.core.weights import save_model
 from difflab.pipeline.errors import DifflabError, write_atomically
+from difflab.pipeline.params import LR_DECAY_EVERY
 from difflab.pipeline.paths import Outputs
 from difflab.pipeline.runtime import (
     autocast,
@@ -41,7 +42,8 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 1
     lr: float = 1e-3
-    lr_decay: bool = False     # ExponentialLR(gamma = 0.1 ** (1 / epochs)), stepped once per epoch
+    lr_decay: bool = False     # ExponentialLR to 0.1 x lr over the run (`lr_schedule`)
+    lr_decay_every: str = "epoch"  # when it steps: after each epoch (the spec's) or after each optimizer step
     grad_clip: float = 0.0     # max grad norm; 0 = off
     sigma: float = 0.5         # denoiser noise level
     p_uncond: float = 0.1      # class dropout for classifier-free guidance
@@ -50,25 +52,30 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     ema_decay: float = 0.0     # snapshots and the model are an EMA of the weights (`EMA`); 0 = off
+    ema_power: float = 0.0     # EMA warm-up 1 - (1 + k)^-ema_power (`EMA.rate`); 0 = (1 + k) / (10 + k)
     warmup_steps: int = 0      # lr rises linearly over the first optimizer steps (`warmup_factor`); 0 = off
     t_sampling: str = "uniform"  # flow kinds: uniform | logit_normal (families.sample_flow_t)
     t_logit_mean: float = 0.0
     t_logit_std: float = 1.0
     min_snr_gamma: float = 0.0  # DDPM kinds: min-SNR-gamma loss weights (families.min_snr_weight); 0 = off
+    prediction: str = "eps"    # DDPM kinds: the UNet predicts eps (the spec's) or v (families.v_target)
 
 
 class EMA:
     """Exponential moving average of a model's weights and BatchNorm statistics, with warm-up: update k (0, 1, ...)
     does ema = d ema + (1 - d) w with d = min(decay, (1 + k) / (10 + k)), so early averages forget the random init
-    quickly (the schedule of tf.train.ExponentialMovingAverage's num_updates and timm's ModelEma)."""
+    quickly (the schedule of tf.train.ExponentialMovingAverage's num_updates and timm's ModelEma); with power > 0,
+    d = min(decay, 1 - (1 + k)^-power), k-diffusion's EMAWarmup (inv_gamma 1), which averages over a growing
+    fraction of the run (power 2/3 to 3/4 for short runs)."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay, self.updates = decay, 0
+    def __init__(self, model: torch.nn.Module, decay: float, power: float = 0.0):
+        self.decay, self.power, self.updates = decay, power, 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     def rate(self) -> float:
         """The decay d of the next update."""
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+        k = self.updates
+        return min(self.decay, 1 - (1 + k) ** -self.power if self.power > 0 else (1 + k) / (10 + k))
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
@@ -101,6 +108,20 @@ class _WithEMA:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+
+
+def lr_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig,
+                num_images: int) -> torch.optim.lr_scheduler.ExponentialLR | None:
+    """The lr decay of `cfg.lr_decay`: 0.1 x over the run, stepped after every epoch (the spec's) or, with
+    lr_decay_every "step", after every optimizer step (so one-epoch runs decay too); None without decay."""
+    if not cfg.lr_decay:
+        return None
+    if cfg.lr_decay_every == "epoch":
+        return torch.optim.lr_scheduler.ExponentialLR(opt, 0.1 ** (1 / cfg.epochs))
+    if cfg.lr_decay_every == "step":
+        steps = cfg.epochs * -(-num_images // cfg.batch_size)
+        return torch.optim.lr_scheduler.ExponentialLR(opt, 0.1 ** (1 / steps))
+    raise ValueError(f"lr_decay_every must be one of {LR_DECAY_EVERY}, got {cfg.lr_decay_every!r}")
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -146,11 +167,12 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     family = make_family(cfg.kind, schedule, p_uncond=cfg.p_uncond, sigma=cfg.sigma, t_sampling=cfg.t_sampling,
-                         t_logit_mean=cfg.t_logit_mean, t_logit_std=cfg.t_logit_std, min_snr_gamma=cfg.min_snr_gamma)
+                         t_logit_mean=cfg.t_logit_mean, t_logit_std=cfg.t_logit_std, min_snr_gamma=cfg.min_snr_gamma,
+                         prediction=cfg.prediction)
     model = family.build(cfg.hidden).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.1 ** (1 / cfg.epochs)) if cfg.lr_decay else None
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    sched = lr_schedule(opt, cfg, len(x))
+    ema = EMA(model, cfg.ema_decay, cfg.ema_power) if cfg.ema_decay > 0 else None
     run = _Run(name, cfg, family, model, opt, sched, generator(device, cfg.seed), ema, on_step)
     identity = run_identity(cfg, x, y, schedule)
     start, live_step = run.resume(out, identity)
@@ -161,7 +183,7 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
     for epoch in range(start, cfg.epochs + 1):
         epoch_loss = run.epoch(x, y, epoch)
         print(f"[{name}] epoch {epoch}/{cfg.epochs} loss {epoch_loss:.5f}")
-        if sched is not None:
+        if sched is not None and cfg.lr_decay_every == "epoch":
             sched.step()
         if epoch in snapshots:
             save_model(out.snapshots / f"epoch_{epoch:02d}.safetensors", run.weights, cfg.kind)
@@ -268,6 +290,8 @@ class _Run:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         _step(self.opt, warmup_factor(self.live.step, cfg.warmup_steps))
+        if self.sched is not None and cfg.lr_decay_every == "step":
+            self.sched.step()
         if self.ema is not None:
             self.ema.update(self.model)
         if self.on_step is not None:
@@ -276,7 +300,8 @@ class _Run:
 
 
 def _step(opt: torch.optim.Optimizer, lr_scale: float) -> None:
-    """One optimizer step at lr x lr_scale; the scheduled lr is restored after, so ExponentialLR is unaffected."""
+    """One optimizer step at lr x lr_scale (the warm-up); the scheduled lr is restored after, so ExponentialLR, per
+    epoch or per step, decays the scheduled lr and the warm-up scales it: lr_k = lr gamma^k warmup_factor(k)."""
     if lr_scale == 1.0:
         opt.step()
         return
