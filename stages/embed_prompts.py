@@ -12,7 +12,7 @@ def main() -> None:
     params = load()
     prompts = Prompts.from_params(params).all()
     backbone = get_backbone(params["part_a"]["backbone"], params)
-    prompt_embeds.save(paths.PROMPT_EMBEDS, prompt_embeds.embed_all(backbone, prompts))
+    prompt_embeds.write_table(paths.PROMPT_EMBEDS, prompt_embeds.embed_all(backbone, prompts))
     print(f"[embed_prompts] {len(prompts)} prompts embedded by {backbone.name} into {paths.PROMPT_EMBEDS}")
 
 

@@ -181,8 +181,8 @@ def test_deepfloyd_reads_the_hubs_sentencepiece_tokenizer(tmp_path):
 
 def test_prompt_table_round_trips_byte_for_byte(deepfloyd, tmp_path):
     table = prompt_embeds.embed_all(deepfloyd, ["", "a dog"])
-    prompt_embeds.save(tmp_path / "a" / "embeds.pt", table)
-    prompt_embeds.save(tmp_path / "b" / "embeds.pt", dict(reversed(list(table.items()))))
+    prompt_embeds.write_table(tmp_path / "a" / "embeds.pt", table)
+    prompt_embeds.write_table(tmp_path / "b" / "embeds.pt", dict(reversed(list(table.items()))))
     assert (tmp_path / "a" / "embeds.pt").read_bytes() == (tmp_path / "b" / "embeds.pt").read_bytes()
     loaded = prompt_embeds.load(tmp_path / "a" / "embeds.pt")
     torch.testing.assert_close(prompt_embeds.lookup(loaded, ["a dog", ""]), torch.cat([table["a dog"], table[""]]))

@@ -22,7 +22,7 @@ def embed_all(backbone: Backbone, prompts: Sequence[str]) -> dict[str, torch.Ten
     return {p: rows[i:i + 1].float().cpu().contiguous() for i, p in enumerate(prompts)}
 
 
-def save(path: str | Path, table: dict[str, torch.Tensor]) -> None:
+def write_table(path: str | Path, table: dict[str, torch.Tensor]) -> None:
     """torch.save in sorted prompt order, which writes the same bytes for the same table; atomically."""
     buffer = io.BytesIO()
     torch.save(dict(sorted(table.items())), buffer)
