@@ -77,10 +77,12 @@ RECIPES = {
     },
     "class_fm": {
         "default": {},
-        "decay_step": {"lr_decay": True, "lr_decay_every": "step"},
+        "no_decay": {"lr_decay": False},
     },
     "class_fm_noschedule": {
         "default": {},
+        "lr1e-2": {"lr": 1e-2},
+        "lr2e-3": {"lr": 2e-3},
     },
 }
 # Options that are not model params: training seed, the noise schedule, bench-only switches.
@@ -92,7 +94,7 @@ INTERVAL = [0.2, 0.8]
 @contextmanager
 def bf16_embeddings(enabled: bool):
     """Run the UNet's FC embedding blocks under the surrounding autocast (bf16), as before fp32 embeddings."""
-    saved = unet_module.UNet._embed
+    saved = unet_module.UNet.__dict__["_embed"]  # the staticmethod object itself
     if enabled:
         unet_module.UNet._embed = staticmethod(lambda block, v: block(v))
     try:
