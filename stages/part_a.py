@@ -3,7 +3,7 @@ with its numbers in reports/metrics/part_a.json."""
 import time
 
 from difflab.backbones import embeddings as prompt_embeds
-from difflab.backbones.base import get_backbone
+from difflab.backbones.registry import get_backbone
 from difflab.part_a.config import PartAConfig
 from difflab.part_a.inputs import part_a_images
 from difflab.part_a.judge import mnist_judge

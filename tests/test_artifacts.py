@@ -49,7 +49,8 @@ def data_phrase(subset: int) -> str:
 def recipe_phrases(m: dict) -> list[str]:
     """What the desc must say of a `models.<name>` entry's recipe and training digits."""
     epochs = m["epochs"]
-    decayed = m["lr_decay"] and epochs > 1  # ExponentialLR steps after an epoch: one epoch never decays
+    # ExponentialLR per epoch never acts in one epoch; per optimizer step it always does
+    decayed = m["lr_decay"] and (epochs > 1 or m.get("lr_decay_every") == "step")
     return [f"D={m['hidden']},", f" {epochs} epoch{'s' * (epochs != 1)},", f"batch {m['batch_size']},",
             f"lr {m['lr']:g} {'decayed' if decayed else 'constant'}", data_phrase(m["train_subset"])]
 
@@ -59,6 +60,8 @@ def option_phrases(m: dict) -> dict[str, str | None]:
     return {"warm-up": f"warm-up {m['warmup_steps']}" if m.get("warmup_steps") else None,
             "logit-normal": "logit-normal t" if m.get("t_sampling", "uniform") == "logit_normal" else None,
             "EMA": f"EMA {m['ema_decay']:g}" if m.get("ema_decay") else None,
+            "power-law EMA warm-up": f"power-law EMA warm-up {m['ema_power']:g}" if m.get("ema_power") else None,
+            "v-prediction": "v-prediction" if m.get("prediction") == "v" else None,
             "min-SNR": f"min-SNR-{m['min_snr_gamma']:g}" if m.get("min_snr_gamma") else None,
             "grad clip": f"grad clip {m['grad_clip']:g}" if m["grad_clip"] else None}
 

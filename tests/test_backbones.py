@@ -17,10 +17,11 @@ from part_a_fixtures import (
 )
 
 from difflab.backbones import embeddings as prompt_embeds
-from difflab.backbones.base import get_backbone
+from difflab.backbones.registry import get_backbone
 from difflab.backbones.deepfloyd import DeepFloydBackbone, DeepFloydUnavailable
-from difflab.backbones.mnist import MnistBackbone, parse_prompt
+from difflab.backbones.mnist import MnistBackbone
 from difflab.core.reverse import ancestral_step, posterior_variance, x0_from_eps
+from difflab.pipeline.digit_prompts import parse_prompt
 from difflab.core.schedule import NoiseSchedule
 from difflab.part_a import loops as pa
 

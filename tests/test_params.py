@@ -250,7 +250,8 @@ def with_keys(**paths):
     (dict(models__time_ddpm__lr_decay=True),
      r"^models\.time_ddpm\.lr_decay: true with 1 epoch.*set models\.time_ddpm\.lr_decay_every: step.*or "
      r"lr_decay: false"),
-    (dict(models__class_fm__lr_decay_every="step"), r"^models\.class_fm\.lr_decay_every: set while lr_decay is false"),
+    (dict(models__class_fm_noschedule__lr_decay_every="step"),
+     r"^models\.class_fm_noschedule\.lr_decay_every: set while lr_decay is false"),
     (dict(models__class_ddpm__ema_power=0.75), r"^models\.class_ddpm\.ema_power: set without an EMA.*ema_decay > 0"),
     (dict(sample__guidance_interval=[0.8, 0.2]), r"^sample\.guidance_interval: got \[0\.8, 0\.2\]; expected \[lo, hi\] "
                                                  r"with 0 <= lo < hi <= 1"),

@@ -16,7 +16,7 @@ from part_a_fixtures import (
 )
 
 from difflab.backbones import embeddings as prompt_embeds
-from difflab.backbones.base import get_backbone
+from difflab.backbones.registry import get_backbone
 from difflab.backbones.mnist import MnistBackbone
 from difflab.data.images import ImageError
 from difflab.part_a import loops as pa

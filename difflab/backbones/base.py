@@ -63,23 +63,3 @@ class Backbone(ABC):
                  generator: torch.Generator) -> torch.Tensor:
         """A super-resolved copy of generated images for display; backbones without a second stage return them as is."""
         return images01
-
-
-def get_backbone(name: str, params: dict, *, allow_cpu: bool = False) -> Backbone:
-    """The backbone `name` configured from validated params (ddpm, device, precision, part_a); models load lazily."""
-    from difflab.pipeline import paths
-    from difflab.pipeline.runtime import resolve_device
-
-    device = resolve_device(params["device"])
-    if name == "mnist":
-        from difflab.backbones.mnist import MnistBackbone
-
-        return MnistBackbone(paths.model_file("class_ddpm"), NoiseSchedule.linear(**params["ddpm"]), device,
-                             params["precision"])
-    if name == "deepfloyd":
-        from difflab.backbones.deepfloyd import DeepFloydBackbone
-
-        cfg = params["part_a"]["deepfloyd"]
-        return DeepFloydBackbone(cfg["stage1"], cfg["stage2"] if cfg["upsample"] else None, device,
-                                 stage2_steps=cfg["stage2_steps"], allow_cpu=allow_cpu)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

@@ -139,3 +139,12 @@ class DeepFloydBackbone(Backbone):
                           negative_prompt_embeds=uncond.to(self.device, self.dtype),
                           num_inference_steps=self.stage2_steps, generator=generator, output_type="pt").images
         return self.decode(out.float()).cpu()
+
+
+def from_params(params: dict, *, allow_cpu: bool = False) -> DeepFloydBackbone:
+    """The IF backbone of validated params (device, part_a.deepfloyd); its models load when first used."""
+    from difflab.pipeline.runtime import resolve_device
+
+    cfg = params["part_a"]["deepfloyd"]
+    return DeepFloydBackbone(cfg["stage1"], cfg["stage2"] if cfg["upsample"] else None,
+                             resolve_device(params["device"]), stage2_steps=cfg["stage2_steps"], allow_cpu=allow_cpu)

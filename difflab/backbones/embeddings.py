@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from difflab.backbones.base import Backbone
+from difflab.backbones.encoders import Encoder
 from difflab.pipeline.errors import CorruptFileError, DifflabError, MissingFileError, write_atomically
 
 
@@ -16,7 +16,7 @@ class PromptError(DifflabError, KeyError):
     """A prompt with no stored embedding: the table is older than params.yaml's prompts."""
 
 
-def embed_all(backbone: Backbone, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+def embed_all(backbone: Encoder, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
     """prompt -> its embedding with a leading batch dim of 1 (e.g. (1, 77, 4096) for IF, (1, 10) for MNIST)."""
     rows = backbone.embed(list(prompts))
     return {p: rows[i:i + 1].float().cpu().contiguous() for i, p in enumerate(prompts)}

@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 
 from difflab.backbones.base import Backbone
+from difflab.backbones.encoders import DigitEncoder
 from difflab.core.families import DDPM
 from difflab.core.inference import load_for_inference
 from difflab.core.reverse import posterior_variance, predicted_eps
 from difflab.core.schedule import NoiseSchedule
-from difflab.core.unet import NUM_CLASSES, UNet
-from difflab.pipeline.digit_prompts import parse_prompt
+from difflab.core.unet import UNet
 from difflab.pipeline.errors import CorruptFileError
 from difflab.pipeline.runtime import autocast
 
@@ -45,13 +45,7 @@ class MnistBackbone(Backbone):
         return 28
 
     def embed(self, prompts: list[str]) -> torch.Tensor:
-        """One-hot digit rows; zero rows for "" (the class vector dropped with p_uncond in training)."""
-        rows = torch.zeros(len(prompts), NUM_CLASSES)
-        for i, prompt in enumerate(prompts):
-            digit = parse_prompt(prompt)
-            if digit is not None:
-                rows[i, digit] = 1.0
-        return rows
+        return DigitEncoder(self.device).embed(prompts)
 
     def predict(self, x_t: torch.Tensor, t: int, embeds: torch.Tensor,
                 t_prev: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
