@@ -78,6 +78,8 @@ BAD_VALUES = [
     ("models.time_fm.ema_power", -1, r"^models\.time_fm\.ema_power: got -1"),
     ("sample.guidance_interval", [0.2, 1.5], r"^sample\.guidance_interval\[1\]: got 1\.5"),
     ("sample.guidance_interval", "0.2-0.8", r"^sample\.guidance_interval: got '0\.2-0\.8'; expected a list"),
+    ("sample.ddpm_variance", "large", r"^sample\.ddpm_variance: got 'large'; expected one of 'beta', 'posterior'"),
+    ("guidance_sweep.interval", [-0.1, 0.8], r"^guidance_sweep\.interval\[0\]: got -0\.1"),
 ]
 
 
@@ -256,6 +258,8 @@ def with_keys(**paths):
     (dict(sample__guidance_interval=[0.8, 0.2]), r"^sample\.guidance_interval: got \[0\.8, 0\.2\]; expected \[lo, hi\] "
                                                  r"with 0 <= lo < hi <= 1"),
     (dict(sample__guidance_interval=[0.5]), r"^sample\.guidance_interval: got \[0\.5\]"),
+    (dict(guidance_sweep__interval=[0.8, 0.8]), r"^guidance_sweep\.interval: got \[0\.8, 0\.8\]; expected \[lo, hi\] "
+                                                r"with 0 <= lo < hi <= 1"),
 ])
 def test_new_options_refuse_settings_that_would_do_nothing_or_break(edits, message):
     with pytest.raises(ParamsError, match=message):
@@ -267,7 +271,11 @@ def test_new_options_validate_when_consistent():
                          models__class_ddpm__prediction="v")
     validate(zero_snr)
     validate(with_keys(models__time_ddpm__lr_decay=True, models__time_ddpm__lr_decay_every="step",
-                       models__time_fm__ema_power=0.75, sample__guidance_interval=[0.0, 1.0]))
+                       models__time_fm__ema_power=0.75, sample__guidance_interval=[0.0, 1.0],
+                       sample__ddpm_variance="posterior", guidance_sweep__interval=[0.0, 0.5]))
+    without = copy.deepcopy(DEFAULT)  # both optional: absent means the spec's variance and no interval sweep
+    del without["sample"]["ddpm_variance"], without["guidance_sweep"]["interval"]
+    validate(without)
     validate(with_keys(models__class_ddpm__lr_decay_every="epoch", models__class_ddpm__prediction="v"))
 
 

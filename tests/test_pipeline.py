@@ -130,6 +130,21 @@ def test_every_stage_runs_and_writes_its_outs(pipeline):
     assert (root / "reports/samples/class_ddpm/process.gif").stat().st_size > 0
 
 
+def test_the_cfg_sweep_scores_and_plots_every_scale_with_and_without_the_guidance_interval(pipeline):
+    root, _ = pipeline
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    sweep = json.loads((root / "reports/metrics/guidance.json").read_text())
+    assert sweep["interval"] == params["guidance_sweep"]["interval"]
+    for model in ("class_ddpm", "class_fm"):
+        assert {f"gamma_{g:g}" for g in params["guidance_sweep"]["gammas"]} == set(sweep[model])
+        assert all({"fid", "accuracy", "cas"} <= set(scores["interval"]) for scores in sweep[model].values())
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], root).stdout)
+    for title in ("CFG sweep, intended-class accuracy", "CFG sweep, Fréchet distance"):
+        assert not [e for e in shown.get("errors", []) if e["name"] == title], shown["errors"]
+        drawn = {row["filename"] for plot in shown["data"][title] for row in plot["content"]["data"]["values"]}
+        assert drawn == {"class_ddpm.tsv", "class_ddpm_interval.tsv", "class_fm.tsv", "class_fm_interval.tsv"}
+
+
 def test_second_repro_runs_nothing(pipeline):
     root, _ = pipeline
     again = run(["dvc", "repro"], root)

@@ -224,6 +224,22 @@ def test_tables_show_precision_recall_cas_and_guidance_with_their_spread():
                                    "class_fm": {"gamma_1": scores["class_fm"], "gamma_7": scores["class_fm"]}})
     assert "<th>class_fm CAS</th>" in sweep.html and "<td>0.100 ± 0.010</td>" in sweep.html
     assert "Fréchet distance 1.0 ± 0.2, CAS 0.900 ± 0.010" in sweep.caption
+    assert "CFG at" not in sweep.html and "Rows" not in sweep.caption
+
+
+def test_guidance_table_gives_each_scale_a_row_with_cfg_everywhere_and_one_only_in_the_interval():
+    every = {"accuracy": 0.9, "accuracy_lo": 0.8, "accuracy_hi": 1.0, "fid": 9.0, "fid_lo": 8.0, "fid_hi": 10.0}
+    inside = {"accuracy": 0.7, "accuracy_lo": 0.6, "accuracy_hi": 0.8, "fid": 5.0, "fid_lo": 4.0, "fid_hi": 6.0}
+    sweep = report.guidance_table({"n": 100, "fid_baseline": 1.0, "interval": [0.2, 0.8],
+                                   "class_fm": {"gamma_1": {**every, "interval": every},
+                                                "gamma_5": {**every, "interval": inside}}})
+    head = re.findall(r"<th>(.*?)</th>", sweep.html)
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", sweep.html, re.S)]
+    assert head == ["γ", "CFG at", "class_fm accuracy", "class_fm Fréchet distance"]
+    assert rows == [["1.0", "every step", "0.900 ± 0.100", "9.0 ± 1.0"], ["1.0", "s in [0.2, 0.8]", "0.900 ± 0.100",
+                    "9.0 ± 1.0"], ["5.0", "every step", "0.900 ± 0.100", "9.0 ± 1.0"],
+                    ["5.0", "s in [0.2, 0.8]", "0.700 ± 0.100", "5.0 ± 1.0"]]
+    assert 'Rows "s in [0.2, 0.8]" guide only the steps at those noise levels' in sweep.caption
 
 
 def test_sections_follow_the_course_order():

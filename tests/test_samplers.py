@@ -5,7 +5,7 @@ from torch import nn
 
 from difflab.core import families
 from difflab.core.families import DDPM, Denoiser, FlowMatching, build_model
-from difflab.core.reverse import ancestral_step, predicted_eps, predicted_x0, x0_from_eps
+from difflab.core.reverse import ancestral_step, predicted_eps, predicted_x0, step_variance, x0_from_eps
 from difflab.core.schedule import NoiseSchedule, flow_interpolate
 from difflab.core.unet import one_hot
 from difflab.sampling.choice import SamplerChoice
@@ -60,18 +60,91 @@ def test_forward_and_inverse():
     assert torch.allclose(x0_from_eps(s, xt, t, eps), x0, atol=1e-4)
 
 
-def test_ancestral_step_equals_diffusers_ddpm_step():
+# sample.ddpm_variance and diffusers' DDPMScheduler variance_type for the same noise
+VARIANCE_TYPES = {"beta": "fixed_large", "posterior": "fixed_small"}
+
+
+@pytest.mark.parametrize("variance", VARIANCE_TYPES)
+def test_ancestral_step_equals_diffusers_ddpm_step(variance):
+    """Our step with sigma^2 = beta_t (the spec's) is diffusers' "fixed_large", with beta_tilde_t its "fixed_small";
+    at t = 0, the step to the clean image, neither adds noise."""
     from diffusers import DDPMScheduler
     s = NoiseSchedule.linear(300, 1e-4, 0.02)
     ref = DDPMScheduler(num_train_timesteps=300, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                        clip_sample=False, variance_type="fixed_small", thresholding=False)
+                        clip_sample=False, variance_type=VARIANCE_TYPES[variance], thresholding=False)
     xt, eps = torch.randn(2, 1, 28, 28), torch.randn(2, 1, 28, 28)
     for t in (299, 149, 1, 0):
         noise = torch.randn(xt.shape, generator=torch.Generator().manual_seed(t))
-        tt = torch.full((2,), t)
-        ours = ancestral_step(s, xt, tt, torch.full((2,), t - 1), x0_from_eps(s, xt, tt, eps), noise)
+        tt, t_prev = torch.full((2,), t), torch.full((2,), t - 1)
+        ours = ancestral_step(s, xt, tt, t_prev, x0_from_eps(s, xt, tt, eps), noise,
+                              step_variance(s, tt, t_prev, xt, variance))
         theirs = ref.step(eps, t, xt, generator=torch.Generator().manual_seed(t)).prev_sample
         assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-4), t
+    assert step_variance(s, 5, 4, xt, "beta") == pytest.approx(s.betas[5].item(), rel=1e-3)  # 1 - abar ratio, fp32
+    assert step_variance(s, 0, -1, xt, "beta") == 0 and step_variance(s, 0, -1, xt, "posterior") == 0
+    with pytest.raises(ValueError, match="unknown DDPM variance 'large'"):
+        step_variance(s, 5, 4, xt, "large")
+
+
+def diffusers_ddpm_chain(model, s, timesteps, variance_type, prediction="eps", seed=0):
+    """diffusers' DDPMScheduler loop on `timesteps` (our betas) from the noise of `seed`: the x the model saw at
+    each step, and the final x (clamped as our samplers return it)."""
+    from diffusers import DDPMScheduler
+    ref = DDPMScheduler(num_train_timesteps=s.num_ts, trained_betas=s.betas.double().numpy(), clip_sample=False,
+                        variance_type=variance_type,
+                        prediction_type="epsilon" if prediction == "eps" else "v_prediction",
+                        rescale_betas_zero_snr=s.zero_terminal_snr)
+    ref.set_timesteps(timesteps=timesteps)
+    gen = torch.Generator().manual_seed(seed)
+    y, seen = torch.randn((2, 1, 28, 28), generator=gen), []
+    for td in timesteps:
+        seen.append(y)
+        y = ref.step(model(y, torch.full((2,), td + 1.0) / s.num_ts), td, y, generator=gen).prev_sample
+    return seen, y.clamp(0, 1)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("variance", VARIANCE_TYPES)
+def test_full_ancestral_chain_equals_diffusers_ddpm_with_each_variance(variance, prediction):
+    """The whole 300-step chain of an inexact model, eps and v (on a zero-terminal-SNR schedule), is diffusers'
+    DDPMScheduler loop with the matching variance_type, step by step, from the same noise."""
+    s = NoiseSchedule.linear(300, zero_terminal_snr=prediction == "v")
+    target = torch.rand(1, 1, 28, 28)
+    inner = PointMassEps(target, s) if prediction == "eps" else PointMassV(target, s)
+    model = Recording(lambda_module(lambda x, td: inner(x, torch.full((2,), td + 1.0) / 300) + 0.1 * x))
+    model.inner.s, model.prediction = s, prediction
+    ours, _ = sample_ddpm(model, DDPM("time_ddpm", s), 2, torch.Generator().manual_seed(0), variance=variance)
+    seen, theirs = diffusers_ddpm_chain(model.inner, s, list(range(299, -1, -1)), VARIANCE_TYPES[variance],
+                                        prediction)
+    for (t, x), y in zip(model.calls, seen):
+        torch.testing.assert_close(x, y, rtol=0, atol=2e-4, msg=f"t = {t}")
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-4)
+
+
+@pytest.mark.parametrize("variance", VARIANCE_TYPES)
+def test_strided_ancestral_steps_take_the_strides_beta_and_no_noise_on_the_last(variance):
+    """On 10 trailing steps every step is diffusers' with its variance (the step's beta is 1 - abar_t / abar_prev);
+    the last step, to the clean image, adds no noise with either variance (diffusers' "fixed_large" would add
+    sqrt(1 - abar_29) z there), so it ends on the posterior mean, which is diffusers' "fixed_small" step."""
+    from diffusers import DDPMScheduler
+    s = NoiseSchedule.linear(300)
+    inner = PointMassEps(torch.rand(1, 1, 28, 28), s)
+    model = Recording(lambda_module(lambda x, td: inner(x, torch.full((2,), td + 1.0) / 300) + 0.1 * x))
+    model.inner.s = s
+    grid = trailing_timesteps(300, 10)
+    ours, _ = sample_ddpm(model, DDPM("time_ddpm", s), 2, torch.Generator().manual_seed(0), steps=10,
+                          variance=variance)
+    seen, _ = diffusers_ddpm_chain(model.inner, s, grid, VARIANCE_TYPES[variance])
+    assert [t for t, _ in model.calls] == grid
+    for (t, x), y in zip(model.calls, seen):
+        torch.testing.assert_close(x, y, rtol=0, atol=2e-4, msg=f"t = {t}")
+    last = DDPMScheduler(num_train_timesteps=300, trained_betas=s.betas.double().numpy(), clip_sample=False,
+                         variance_type="fixed_small")
+    last.set_timesteps(timesteps=grid)
+    x_last = model.calls[-1][1]
+    mean = last.step(model.inner(x_last, torch.full((2,), grid[-1] + 1.0) / 300), grid[-1], x_last,
+                     generator=torch.Generator().manual_seed(1)).prev_sample
+    torch.testing.assert_close(ours, mean.clamp(0, 1), rtol=0, atol=1e-4)
 
 
 class Recording(nn.Module):
@@ -255,6 +328,23 @@ def test_sampling_gifs_get_about_thirty_frames_whatever_the_step_count():
     assert heun.describe("flow") == "Heun integration of the flow, 10 steps"
 
 
+def test_the_ancestral_variance_is_the_specs_unless_chosen_and_captions_name_it():
+    sample = {"ddpm_sampler": "ddpm", "ddpm_steps": 0, "flow_sampler": "euler", "flow_steps": 5}
+    assert SamplerChoice.from_params(sample).ddpm_variance == "beta"
+    assert SamplerChoice.from_params(sample).describe("ddpm", 300) == "DDPM ancestral sampling (σ² = β_t), 300 steps"
+    posterior = SamplerChoice.from_params({**sample, "ddpm_variance": "posterior", "ddpm_steps": 50})
+    assert posterior.describe("ddpm", 300) == "DDPM ancestral sampling (σ² = β̃_t, the posterior variance), 50 steps"
+    assert SamplerChoice("dpmsolver", 10, ddpm_variance="posterior").describe("ddpm") == "DPM-Solver++ sampling, 10 steps"
+    s = NoiseSchedule.linear(20)
+    model, family = PointMassEps(torch.rand(1, 1, 28, 28), s), DDPM("time_ddpm", s)
+    draws = {v: generate(model, family, 2, torch.Generator().manual_seed(0), choice=SamplerChoice(ddpm_variance=v),
+                         frame_every=1)[1][0] for v in ("beta", "posterior")}  # after the first step
+    for v, frame in draws.items():
+        assert torch.equal(frame, sample_ddpm(model, family, 2, torch.Generator().manual_seed(0), variance=v,
+                                              frame_every=1)[1][0])
+    assert not torch.equal(draws["beta"], draws["posterior"])
+
+
 def test_part_a_at_stride_one_is_part_b_ancestral_sampling_bit_for_bit(tmp_path):
     """One timestep convention: Part A's loop on the MNIST backbone, over every timestep (stride 1) with CFG, and
     Part B's full DDPM chain on the same class_ddpm model and seed produce the same bytes; both step with
@@ -270,7 +360,7 @@ def test_part_a_at_stride_one_is_part_b_ancestral_sampling_bit_for_bit(tmp_path)
     part_a = pa.sample(backbone, 2, pa.strided_timesteps(T, 1), pa.cfg_noise(backbone, cond, uncond, gamma),
                        generator(torch.device("cpu"), 7), to_clean=True)
     part_b, _ = sample_ddpm(backbone.model, backbone.family, 2, generator(torch.device("cpu"), 7), labels=labels,
-                            gamma=gamma)
+                            gamma=gamma, variance="posterior")  # Part A's MNIST backbone steps with beta_tilde
     assert torch.equal(backbone.decode(part_a), part_b)
 
 
@@ -500,3 +590,38 @@ def test_sample_stage_passes_the_guidance_interval_and_names_it():
     run = SampleRun("class_fm", params)
     assert run.interval == [0.2, 0.8] and run.guidance == "CFG gamma=5.0 at noise levels 0.2-0.8"
     assert SampleRun("time_fm", params).interval is None  # no guidance, no interval
+
+
+def test_guidance_sweep_scores_each_scale_with_cfg_everywhere_and_only_in_the_interval_from_the_same_noise(
+        tmp_path, monkeypatch):
+    """With guidance_sweep.interval every scale is sampled twice from the same noise, CFG at every step and CFG only
+    in the interval; at gamma = 1 both are the same samples, drawn once. Each gets its own TSV line."""
+    from conftest import write_fake_mnist
+
+    from difflab.evaluation import metrics
+    from difflab.evaluation.classifier import Classifier
+    from difflab.part_b import guidance
+    from difflab.pipeline.runtime import generator
+
+    monkeypatch.setattr(metrics, "CAS_STEPS", 4)
+    write_fake_mnist(tmp_path / "MNIST" / "raw", n_train=120, n_test=40)
+    torch.manual_seed(0)
+    classifier = Classifier().eval()
+    ref = metrics.reference(classifier, tmp_path, n=20)
+    model, family = class_models()["flow"], FlowMatching("class_fm")
+    choice = SamplerChoice(flow_sampler="heun", flow_steps=4)
+    common = (model, family, [1.0, 5.0], 20, 3, classifier, ref, 20, "fp32")
+    rows = guidance.sweep(*common, [0.4, 0.8], choice=choice)
+    assert len(model.calls) == 3 * 7, "gamma = 1 sampled once, gamma = 5 twice; 7 forwards each (Heun, 4 steps)"
+    plain = guidance.sweep(*common, choice=choice)
+    assert [{k: v for k, v in r.items() if k != "interval"} for r in rows] == plain
+    assert rows[0]["interval"] == {k: v for k, v in plain[0].items() if k != "gamma"}
+    labels = torch.arange(20) % 10
+    inside = generate_in_batches(model, family, 20, generator(torch.device("cpu"), 3), 20, "fp32", labels, gamma=5.0,
+                                 guidance_interval=[0.4, 0.8], choice=choice)
+    expected = metrics.sample_scores(classifier, inside, ref, labels)
+    assert rows[1]["interval"]["fid"] == expected["fid"] and rows[1]["interval"]["cas"] == expected["cas"]
+    assert rows[1]["interval"]["fid"] != rows[1]["fid"]
+    assert "interval" not in plain[0]
+    lines = guidance.tsv([{"gamma": r["gamma"], **r["interval"]} for r in rows]).splitlines()
+    assert lines[0].split("\t") == guidance.TSV and lines[2].split("\t")[4] == str(expected["fid"])

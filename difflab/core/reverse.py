@@ -55,6 +55,21 @@ def posterior_variance(schedule: NoiseSchedule, t: Timestep, t_prev: Timestep, l
     return (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
 
 
+def step_variance(schedule: NoiseSchedule, t: Timestep, t_prev: Timestep, like: torch.Tensor,
+                  kind: str = "beta") -> torch.Tensor:
+    """The noise variance of an ancestral step t -> t_prev: "beta", beta = 1 - abar_t / abar_prev (the spec's
+    sigma^2 = beta_t, DDPM Alg. 2; diffusers' "fixed_large"), or "posterior", beta_tilde (its "fixed_small").
+    0 on the step to the clean image (t_prev = -1): Alg. 2 adds no noise there."""
+    if kind == "posterior":
+        return posterior_variance(schedule, t, t_prev, like)
+    if kind != "beta":
+        raise ValueError(f"unknown DDPM variance {kind!r}; expected 'beta' or 'posterior'")
+    beta = 1 - schedule.abar(t, like) / schedule.abar(t_prev, like)
+    if isinstance(t_prev, int):
+        return beta * (t_prev >= 0)
+    return beta * (t_prev >= 0).to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
 def ancestral_step(schedule: NoiseSchedule, x_t: torch.Tensor, t: Timestep, t_prev: Timestep, x0: torch.Tensor,
                    noise: torch.Tensor, variance: torch.Tensor | None = None, clean=None) -> torch.Tensor:
     """One ancestral step t -> t_prev < t (A.3, DDPM Alg. 2 for any stride):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -96,17 +97,23 @@ def loss_curve(path: str | Path, curves: dict[str, tuple[Sequence[float], Sequen
 
 
 def guidance_sweep(path: str | Path, sweeps: dict[str, list[dict]], floor: tuple[float, float, float], *,
-                   title: str = "Classifier-free guidance sweep") -> Path:
+                   interval: Sequence[float] | None = None, title: str = "Classifier-free guidance sweep") -> Path:
     """Two panels, CFG scale vs intended-class accuracy and vs Fréchet distance, each point with its interval; sweeps
-    maps a model to rows {gamma, accuracy, accuracy_lo, accuracy_hi, fid, fid_lo, fid_hi}; the real-vs-real distance
-    (value, lo, hi) is drawn as a dashed floor in its band."""
+    maps a model to rows {gamma, accuracy, accuracy_lo, accuracy_hi, fid, fid_lo, fid_hi}, each with the same scores
+    under "interval" when CFG was also applied only in the noise-level `interval` (drawn dashed, in the model's
+    colour); the real-vs-real distance (value, lo, hi) is drawn as a dotted floor in its band."""
     fig, (acc, fd) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for name, rows in sweeps.items():
+    for i, (name, rows) in enumerate(sweeps.items()):
         gammas = [r["gamma"] for r in rows]
+        lines = [(rows, "o-", name)]
+        if interval is not None:
+            lines.append(([r["interval"] for r in rows], "s--", f"{name}, CFG at {interval[0]:g}-{interval[1]:g}"))
         for ax, key in ((acc, "accuracy"), (fd, "fid")):
-            err = [[r[key] - r[f"{key}_lo"] for r in rows], [r[f"{key}_hi"] - r[key] for r in rows]]
-            ax.errorbar(gammas, [r[key] for r in rows], yerr=err, fmt="o-", capsize=3, label=name)
-    fd.axhline(floor[0], ls="--", color="gray", label="real vs real")
+            for points, fmt, label in lines:
+                err = [[r[key] - r[f"{key}_lo"] for r in points], [r[f"{key}_hi"] - r[key] for r in points]]
+                ax.errorbar(gammas, [r[key] for r in points], yerr=err, fmt=fmt, capsize=3, color=f"C{i}",
+                            label=label)
+    fd.axhline(floor[0], ls=":", color="gray", label="real vs real")
     fd.axhspan(floor[1], floor[2], color="gray", alpha=0.15)
     acc.set_ylabel("intended-class accuracy")
     fd.set_ylabel("Fréchet distance (classifier features)")
@@ -114,7 +121,7 @@ def guidance_sweep(path: str | Path, sweeps: dict[str, list[dict]], floor: tuple
         ax.set_xlabel("CFG scale γ")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=10)  # a caption-long title wraps instead of being cut
     fig.tight_layout()
     return _save(fig, path)
 

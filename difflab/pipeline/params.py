@@ -29,6 +29,7 @@ KINDS = tuple(KIND_PARTS)
 FAMILIES = tuple(dict.fromkeys(family for family, _ in KIND_PARTS.values()))
 DDPM_SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver_sde")
 FLOW_SAMPLERS = ("euler", "heun")
+DDPM_VARIANCES = ("beta", "posterior")  # the ancestral step's sigma^2: beta_t (the spec's) or the posterior's beta_tilde_t
 T_SAMPLINGS = ("uniform", "logit_normal")  # flow-matching training times
 PREDICTIONS = ("eps", "v")  # what a DDPM UNet predicts: the noise (the spec's) or v = sqrt(abar) eps - sqrt(1-abar) x0
 LR_DECAY_EVERY = ("epoch", "step")  # when ExponentialLR steps: once per epoch (the spec's) or per optimizer step
@@ -235,6 +236,10 @@ SCHEMA: dict[str, Any] = {
         "ddpm_sampler": P(str, choices=DDPM_SAMPLERS, doc="DDPM kinds' sampler: ddpm (ancestral, the spec's), ddim, "
                           "dpmsolver (DPM-Solver++ 2M) or dpmsolver_sde"),
         "ddpm_steps": P(int, 0, 10000, doc="DDPM sampling steps; 0 = all T"),
+        "ddpm_variance": P(str, choices=DDPM_VARIANCES, optional=True, doc="the ddpm sampler's noise variance: beta "
+                           "(sigma^2 = beta_t, the spec's Algorithm 2; for a stride 1 - abar_t / abar_prev) or posterior "
+                           "(the posterior's beta_tilde_t = (1 - abar_prev) / (1 - abar_t) beta_t); no noise on the last step either way; "
+                           "the other samplers ignore it; absent = beta"),
         "flow_sampler": P(str, choices=FLOW_SAMPLERS, doc="flow kinds' sampler: euler (the spec's) or heun (2nd "
                           "order: n steps cost 2n - 1 evaluations)"),
         "flow_steps": P(int, 1, 10000, doc="flow sampling steps"),
@@ -259,7 +264,10 @@ SCHEMA: dict[str, Any] = {
                                      "digits, at most 40,000: the rest are held out for floors and validation")},
     "guidance_sweep": {"gammas": P(list, item=P(NUM, 0, 100), doc="the CFG scales tried on the class-conditioned "
                                    "models"),
-                       "n": P(int, 10, 10000, doc="samples per model and scale (at most the 10,000 held-out digits)")},
+                       "n": P(int, 10, 10000, doc="samples per model and scale (at most the 10,000 held-out digits)"),
+                       "interval": P(list, item=P(NUM, 0, 1), optional=True, doc="not in the spec: also score every "
+                                     "scale with CFG only at noise levels s in [lo, hi] (as sample.guidance_interval), "
+                                     "from the same noise; absent = CFG at every step only")},
     "part_a": PART_A,
 }
 
@@ -322,10 +330,11 @@ EXTRA_CHECKS.append(_check_recipes)
 
 
 def _check_guidance_interval(params: dict) -> None:
-    interval = params["sample"].get("guidance_interval")
-    if interval is not None and not (len(interval) == 2 and interval[0] < interval[1]):
-        raise ParamsError(f"sample.guidance_interval: got {interval}; expected [lo, hi] with 0 <= lo < hi <= 1, the "
-                          "noise levels (1 = pure noise, 0 = clean) where CFG applies, e.g. [0.2, 0.8]")
+    for section, key in (("sample", "guidance_interval"), ("guidance_sweep", "interval")):
+        interval = params[section].get(key)
+        if interval is not None and not (len(interval) == 2 and interval[0] < interval[1]):
+            raise ParamsError(f"{section}.{key}: got {interval}; expected [lo, hi] with 0 <= lo < hi <= 1, the noise "
+                              "levels (1 = pure noise, 0 = clean) where CFG applies, e.g. [0.2, 0.8]")
 
 
 EXTRA_CHECKS.append(_check_guidance_interval)

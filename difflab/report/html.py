@@ -234,21 +234,32 @@ GUIDANCE_COLUMNS = {"accuracy": ("accuracy", "{:.3f}"), "fid": ("Fréchet distan
 
 
 def guidance_table(metrics: dict) -> Table:
-    """Accuracy, Fréchet distance, precision, recall and CAS per model and CFG scale, each with its interval."""
-    rows = [{"model": name, "γ": float(key.removeprefix("gamma_")),
-             **{title: plus_minus(vals, k, fmt) for k, (title, fmt) in GUIDANCE_COLUMNS.items()}}
-            for name, by_gamma in metrics.items() if isinstance(by_gamma, dict) and name != "run"
-            for key, vals in by_gamma.items()]
+    """Accuracy, Fréchet distance, precision, recall and CAS per model and CFG scale, each with its interval; when
+    the sweep had a guidance interval, a second row per scale for CFG only inside it."""
+    interval = metrics.get("interval")
+    inside = f"s in [{interval[0]:g}, {interval[1]:g}]" if interval else None
+    rows = []
+    for name, by_gamma in metrics.items():
+        if not isinstance(by_gamma, dict) or name == "run":
+            continue
+        for key, vals in by_gamma.items():
+            for where, scores in (("every step", vals), (inside, vals.get("interval"))):
+                if scores is not None:
+                    rows.append({"model": name, "γ": float(key.removeprefix("gamma_")), "CFG at": where,
+                                 **{title: plus_minus(scores, k, fmt) for k, (title, fmt) in GUIDANCE_COLUMNS.items()}})
     titles = [title for title, _ in GUIDANCE_COLUMNS.values()]
-    df = pd.DataFrame(rows).pivot(index="γ", columns="model", values=titles).dropna(axis=1, how="all")
+    df = pd.DataFrame(rows).pivot(index=["γ", "CFG at"] if interval else "γ", columns="model",
+                                  values=titles).dropna(axis=1, how="all")
     df.columns = [f"{model} {title}" for title, model in df.columns]
     real = ", ".join(f"{label} {text}" for label, key, fmt in (
         ("Fréchet distance", "fid_baseline", "{:.1f}"), ("precision", "precision_real", "{:.3f}"),
         ("recall", "recall_real", "{:.3f}"), ("CAS", "cas_real", "{:.3f}"))
         if (text := plus_minus(metrics, key, fmt)) is not None)
+    where = (f" Rows \"{inside}\" guide only the steps at those noise levels (1 = pure noise, 0 = clean), from the "
+             "same noise as the rows guiding every step." if interval else "")
     return Table("Guidance sweep", _html(df.fillna("–")),
                  f"{metrics['n']} samples per point, scored as in the tables above; {metrics['n']} held-out real "
-                 f"digits score {real}. {SPREAD}")
+                 f"digits score {real}.{where} {SPREAD}")
 
 
 def training_table(live: dict[str, Path]) -> Table | None:

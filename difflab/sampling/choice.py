@@ -5,17 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+VARIANCE_NAMES = {"beta": " (σ² = β_t)", "posterior": " (σ² = β̃_t, the posterior variance)"}  # sample.ddpm_variance
+
+
 @dataclass(frozen=True)
 class SamplerChoice:
-    """Which sampler and how many steps for each generative family (params.yaml `sample`)."""
+    """Which sampler and how many steps for each generative family (params.yaml `sample`), and the ancestral
+    sampler's noise variance: beta (sigma^2 = beta_t, the spec's) or posterior (beta_tilde_t)."""
     ddpm_sampler: str = "ddpm"
     ddpm_steps: int = 0          # 0 = all T steps
     flow_sampler: str = "euler"
     flow_steps: int = 50
+    ddpm_variance: str = "beta"
 
     @classmethod
     def from_params(cls, sample: dict) -> "SamplerChoice":
-        return cls(sample["ddpm_sampler"], sample["ddpm_steps"], sample["flow_sampler"], sample["flow_steps"])
+        return cls(sample["ddpm_sampler"], sample["ddpm_steps"], sample["flow_sampler"], sample["flow_steps"],
+                   sample.get("ddpm_variance", "beta"))
 
     def steps(self, family: str, num_ts: int = 300) -> int:
         """Steps for a family ("ddpm" with T = num_ts timesteps, or "flow")."""
@@ -26,9 +32,11 @@ class SamplerChoice:
         return max(1, self.steps(family, num_ts) // frames)
 
     def describe(self, family: str, num_ts: int = 300) -> str:
-        """A caption fragment, e.g. 'DPM-Solver++ sampling, 30 steps'."""
+        """A caption fragment, e.g. 'DPM-Solver++ sampling, 30 steps' or 'DDPM ancestral sampling (σ² = β_t), 300
+        steps'."""
         if family == "ddpm":
             name = {"ddpm": "DDPM ancestral", "ddim": "DDIM", "dpmsolver": "DPM-Solver++",
                     "dpmsolver_sde": "SDE-DPM-Solver++"}[self.ddpm_sampler]
-            return f"{name} sampling, {self.steps(family, num_ts)} steps"
+            variance = VARIANCE_NAMES[self.ddpm_variance] if self.ddpm_sampler == "ddpm" else ""
+            return f"{name} sampling{variance}, {self.steps(family, num_ts)} steps"
         return f"{self.flow_sampler.capitalize()} integration of the flow, {self.flow_steps} steps"

@@ -1,4 +1,5 @@
-"""Samplers for the Part B generative UNets: DDPM ancestral, DDIM, DPM-Solver++ (diffusers), flow Euler / Heun.
+"""Samplers for the Part B generative UNets: DDPM ancestral (sigma^2 = beta_t, the spec's, or the posterior's
+beta_tilde_t), DDIM, DPM-Solver++ (diffusers), flow Euler / Heun.
 
 Classifier-free guidance runs conditional and unconditional rows in one batched forward:
 eps = eps_u + gamma * (eps_c - eps_u), combined in fp32 whatever precision the UNet ran in. With a guidance interval
@@ -17,15 +18,12 @@ import numpy as np
 import torch
 
 from difflab.core.families import DDPM, Family, FlowMatching, make_family
-from difflab.core.reverse import ancestral_step, ddim_step, predicted_eps, predicted_x0
+from difflab.core.reverse import ancestral_step, ddim_step, predicted_eps, predicted_x0, step_variance
 from difflab.core.schedule import NoiseSchedule
 from difflab.core.unet import NUM_CLASSES, UNet, one_hot
 from difflab.pipeline.params import DDPM_SAMPLERS, FLOW_SAMPLERS, PREDICTIONS, model_kind
 from difflab.pipeline.runtime import randn
 from difflab.sampling.choice import SamplerChoice
-
-STOCHASTIC = ("ddpm", "dpmsolver_sde")
-
 
 Interval = Sequence[float] | None  # [lo, hi] noise levels of guided steps; None = every step
 
@@ -61,18 +59,18 @@ def _frames(every: int, i: int, total: int) -> bool:
 @torch.inference_mode()
 def sample_ddpm(model: UNet, ddpm: DDPM, n: int, gen: torch.Generator, *, labels: torch.Tensor | None = None,
                 gamma: float = 5.0, guidance_interval: Interval = None, sampler: str = "ddpm", steps: int = 0,
-                frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                variance: str = "beta", frame_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Draw n images from an eps- or v-prediction UNet (its `prediction`; eps for a module without one) on
-    ddpm's schedule; returns (samples in [0, 1], intermediate x_t frames)."""
+    ddpm's schedule; the ancestral sampler adds noise of `variance` (`reverse.step_variance`: beta, the spec's, or
+    posterior); returns (samples in [0, 1], intermediate x_t frames)."""
     device = next(model.parameters()).device
     f = with_cfg(model, labels, gamma)
     prediction = getattr(model, "prediction", "eps")
     schedule, T = ddpm.schedule, ddpm.schedule.num_ts
     x = randn((n, 1, 28, 28), gen, device)
     frames: list[torch.Tensor] = []
-    full_chain = sampler == "ddpm" and steps in (0, T)
-    timesteps = list(range(T - 1, -1, -1)) if full_chain else trailing_timesteps(T, steps or T)
-    scheduler = None if full_chain or sampler == "ddim" else diffusers_scheduler(sampler, schedule, prediction)
+    timesteps = trailing_timesteps(T, steps or T)
+    scheduler = None if sampler in ("ddpm", "ddim") else diffusers_scheduler(sampler, schedule, prediction)
     if scheduler is not None:
         scheduler.set_timesteps(timesteps=timesteps, device=device)
     for i, t in enumerate(timesteps):
@@ -80,15 +78,15 @@ def sample_ddpm(model: UNet, ddpm: DDPM, n: int, gen: torch.Generator, *, labels
         out = f(x, ddpm.time_input(tt), guided_at((t + 1) / T, guidance_interval))
         t_prev = torch.full_like(tt, timesteps[i + 1] if i + 1 < len(timesteps) else -1)  # -1: the clean image
         if scheduler is not None:
-            x = scheduler.step(out, t, x, generator=gen if sampler in STOCHASTIC else None).prev_sample
+            x = scheduler.step(out, t, x, generator=gen if sampler == "dpmsolver_sde" else None).prev_sample
         elif sampler == "ddim":
             # by hand: diffusers' DDIMScheduler.step goes to t - T // steps, which is not the next timestep of the
             # grid when steps does not divide T
             x = ddim_step(schedule, t_prev, predicted_x0(schedule, x, tt, out, prediction),
                           predicted_eps(schedule, x, tt, out, prediction))
-        else:  # the full ancestral chain (B.5): no noise on the last step, whose posterior variance is 0
+        else:  # ancestral (B.5 on any stride): no noise on the last step, to the clean image
             x = ancestral_step(schedule, x, tt, t_prev, predicted_x0(schedule, x, tt, out, prediction),
-                               randn(x.shape, gen, device))
+                               randn(x.shape, gen, device), step_variance(schedule, tt, t_prev, x, variance))
         if _frames(frame_every, i, len(timesteps)):
             frames.append(x.clamp(0, 1).cpu())
     return x.clamp(0, 1).cpu(), frames
@@ -105,11 +103,13 @@ def trailing_timesteps(num_ts: int, steps: int) -> list[int]:
 
 
 def diffusers_scheduler(sampler: str, schedule: NoiseSchedule, prediction: str = "eps"):
-    """A diffusers scheduler with exactly our betas (no clipping or thresholding of x0) for an eps- or v-model;
-    `sample_ddpm` gives it `trailing_timesteps`. DDIM has none: `reverse.ddim_step` takes its steps.
+    """A diffusers DPM-Solver++ scheduler with exactly our betas for an eps- or v-model; `sample_ddpm` gives it
+    `trailing_timesteps`. The ancestral and DDIM samplers have none: `reverse.ancestral_step` and `reverse.ddim_step`
+    take their steps (diffusers' DDPM step would add noise on a stride's last step, its DDIM step goes to
+    t - T // steps).
     On a zero-terminal-SNR schedule it is told so (`rescale_betas_zero_snr`): our betas already end at abar = 0,
     which its rescaling keeps, and DPM-Solver then sets abar_{T-1} to 2^-24 so its first sigma is finite."""
-    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers import DPMSolverMultistepScheduler
 
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
@@ -117,8 +117,6 @@ def diffusers_scheduler(sampler: str, schedule: NoiseSchedule, prediction: str =
     common = dict(num_train_timesteps=schedule.num_ts, trained_betas=betas,
                   prediction_type="epsilon" if prediction == "eps" else "v_prediction",
                   rescale_betas_zero_snr=schedule.zero_terminal_snr)
-    if sampler == "ddpm":
-        return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
     if sampler in ("dpmsolver", "dpmsolver_sde"):
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++" if sampler == "dpmsolver"
                                            else "sde-dpmsolver++", solver_order=2,
@@ -170,7 +168,7 @@ def generate(model: UNet, family: Family, n: int, gen: torch.Generator, *, choic
     guidance = dict(labels=labels, gamma=gamma, guidance_interval=guidance_interval)
     if isinstance(family, DDPM):
         return sample_ddpm(model, family, n, gen, **guidance, sampler=choice.ddpm_sampler, steps=choice.ddpm_steps,
-                           frame_every=frame_every)
+                           variance=choice.ddpm_variance, frame_every=frame_every)
     if isinstance(family, FlowMatching):
         return sample_flow(model, n, gen, **guidance, sampler=choice.flow_sampler, steps=choice.flow_steps,
                            frame_every=frame_every)
