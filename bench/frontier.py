@@ -110,6 +110,8 @@ def recipe_params(params: dict, name: str, options: dict) -> dict:
     p["ddpm"].update(options.get("ddpm", {}))
     if not p["models"][name].get("lr_decay"):
         p["models"][name].pop("lr_decay_every", None)
+    p["models"] = {name: p["models"][name]}  # the other models need not suit the recipe's schedule
+    p["sampling"] = {k: v for k, v in p["sampling"].items() if k == name}
     return validate(p)
 
 
@@ -160,21 +162,24 @@ def run_recipe(name: str, recipe: str, options: dict, params: dict, x, y, classi
     total = steps_per_epoch * cfg.epochs
     at = sorted({max(1, round(f * total)) for f in fractions})
     seed_everything(cfg.seed)  # the initial weights train() starts from, where its own EMA starts too
-    shadows = {decay: EMA(build_model(cfg.kind, cfg.hidden, cfg.prediction), decay) for decay in emas}
+    init = build_model(cfg.kind, cfg.hidden, cfg.prediction)
+    # the run's own EMA, rebuilt beside it (same start, same updates), is what its snapshots and model would be
+    own = EMA(init, cfg.ema_decay, cfg.ema_power) if cfg.ema_decay > 0 else None
+    shadows = {decay: EMA(init, decay) for decay in emas}
     conditional = make_family(cfg.kind, schedule, prediction=cfg.prediction).kind.class_conditional
     variants = {"": None, **({"+interval": INTERVAL} if conditional else {})}
     rows, clock = [], {"scoring": 0.0}
     tmp = work / f"{name}-{recipe}-{cfg.seed}"
 
     def on_step(step: int, model: torch.nn.Module) -> None:
-        for ema in shadows.values():
+        for ema in [*shadows.values(), *([own] if own else [])]:
             ema.update(model)
         if step not in at:
             return
         began = time.perf_counter()
         minutes = (began - start - clock["scoring"]) / 60
         seeds = sample_seeds if step == at[-1] else sample_seeds[:1]
-        weights = {"": model, **{f"+ema{d:g}": e.model for d, e in shadows.items()}}
+        weights = {"": own.model if own else model, **{f"+ema{d:g}": e.model for d, e in shadows.items()}}
         for suffix, w in weights.items():
             f = tmp / f"step{step}{suffix}.safetensors"
             save_model(f, w, cfg.kind)
