@@ -61,6 +61,8 @@ RECIPES = {
         "ema_power": {"ema_decay": 0.999, "ema_power": 0.75},
         "v_zero_snr+decay_step+ema_power": {"prediction": "v", "ddpm": {"zero_terminal_snr": True}, "lr_decay": True,
                                             "lr_decay_every": "step", "ema_decay": 0.999, "ema_power": 0.75},
+        "epochs2": {"epochs": 2},
+        "epochs3+ema_power": {"epochs": 3, "ema_decay": 0.999, "ema_power": 0.75},
     },
     "time_fm": {
         "default": {},
@@ -70,6 +72,7 @@ RECIPES = {
         "lr_decay_step": {"lr_decay_every": "step"},
         "ema_power": {"ema_power": 0.75},
         "decay_step+ema_power": {"lr_decay_every": "step", "ema_power": 0.75},
+        "epochs3": {"epochs": 3},
     },
     "class_ddpm": {
         "default": {},
@@ -88,7 +91,7 @@ RECIPES = {
 # Options that are not model params: training seed, the noise schedule, bench-only switches.
 RUN_OPTIONS = ("seed", "ddpm", "bf16_embeddings")
 # Sampling-only variants scored on the same weights: class models also with CFG inside a noise interval.
-INTERVAL = [0.2, 0.8]
+INTERVALS = {"+interval": [0.2, 0.8], "+interval0.9": [0.2, 0.9]}
 
 
 @contextmanager
@@ -167,7 +170,7 @@ def run_recipe(name: str, recipe: str, options: dict, params: dict, x, y, classi
     own = EMA(init, cfg.ema_decay, cfg.ema_power) if cfg.ema_decay > 0 else None
     shadows = {decay: EMA(init, decay) for decay in emas}
     conditional = make_family(cfg.kind, schedule, prediction=cfg.prediction).kind.class_conditional
-    variants = {"": None, **({"+interval": INTERVAL} if conditional else {})}
+    variants = {"": None, **(INTERVALS if conditional else {})}
     rows, clock = [], {"scoring": 0.0}
     tmp = work / f"{name}-{recipe}-{cfg.seed}"
 

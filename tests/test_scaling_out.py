@@ -138,8 +138,8 @@ def test_a_registered_model_is_fetched_by_name_without_a_clone(pushed, tmp_path,
     second = clone(pushed.origin, tmp_path / "machine-3")
     run(["dvc", "artifacts", "get", ".", ARTIFACT, "-o", "fetched/model.safetensors"], second)
     assert hashlib.sha256((second / "fetched" / "model.safetensors").read_bytes()).hexdigest() == want
-    model, kind = load_model(second / "fetched" / "model.safetensors", fused=False)
-    reference, _ = load_model(pushed.base / MODEL, fused=False)
+    model, kind = load_model(second / "fetched" / "model.safetensors")
+    reference, _ = load_model(pushed.base / MODEL)
     assert kind == "class_ddpm"
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
 
