@@ -1,5 +1,5 @@
-"""DVC stage sample@<name>: sample grids at each snapshot epoch, a GIF of the sampling process, the loss curve,
-and the samples that the evaluation scores (difflab.part_b.samples)."""
+"""DVC stage sample@<name>: a sample grid at every training snapshot, logged with DVCLive by step (a slider), a GIF
+of the sampling process, the loss curve, and the samples that the evaluation scores (difflab.part_b.samples)."""
 import sys
 
 from difflab.part_b.samples import write_samples

@@ -126,7 +126,7 @@ def test_every_stage_runs_and_writes_its_outs(pipeline):
     for name in names:
         for o in lock[name].get("outs", []):
             assert (root / o["path"]).exists(), f"{name} did not write {o['path']}"
-    assert any(root.glob("reports/samples/class_ddpm/epoch_*.png"))
+    assert any(root.glob("reports/samples/class_ddpm/live/plots/images/samples/*.png"))
     assert (root / "reports/samples/class_ddpm/process.gif").stat().st_size > 0
 
 
@@ -143,6 +143,20 @@ def test_the_cfg_sweep_scores_and_plots_every_scale_with_and_without_the_guidanc
         assert not [e for e in shown.get("errors", []) if e["name"] == title], shown["errors"]
         drawn = {row["filename"] for plot in shown["data"][title] for row in plot["content"]["data"]["values"]}
         assert drawn == {"class_ddpm.tsv", "class_ddpm_interval.tsv", "class_fm.tsv", "class_fm_interval.tsv"}
+
+
+def test_dvc_plots_list_every_generative_models_samples_by_step(pipeline):
+    """`dvc plots show` lists sample@'s DVCLive grid at every training snapshot's step, for every sampled model."""
+    from difflab.core.weights import list_snapshots
+
+    root, _ = pipeline
+    shown = json.loads(run(["dvc", "plots", "show", "--json", "-o", str(root.parent / "dvc_plots")], root).stdout)
+    for name in yaml.safe_load((root / "params.yaml").read_text())["sampling"]:
+        folder = f"reports/samples/{name}/live/plots/images/samples/"
+        steps = sorted(int(path.removeprefix(folder).removesuffix(".png")) for path, entries in shown["data"].items()
+                       if path.startswith(folder) and entries[0]["type"] == "image")
+        assert steps == [s.step for s in list_snapshots(root / "models" / "snapshots" / name)], name
+        assert len(steps) == 3 + 2, name  # three steps of epoch 1 (4 steps an epoch), then epochs 1 and 2
 
 
 def test_second_repro_runs_nothing(pipeline):

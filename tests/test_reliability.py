@@ -52,8 +52,10 @@ def test_killed_training_resumes_to_identical_bytes(tmp_path, sig):
     assert not (victim / "models" / "class_ddpm.safetensors").exists()
     resumed = run(["dvc", "repro", TRAIN], victim).stdout
     assert "resuming after epoch" in resumed, resumed
-    for rel in ("models/class_ddpm.safetensors", "models/snapshots/class_ddpm/epoch_01.safetensors",
-                "models/snapshots/class_ddpm/epoch_04.safetensors",
+    snapshots = sorted(p.name for p in (reference / "models/snapshots/class_ddpm").iterdir())
+    assert len(snapshots) == 2 + 3  # epochs 1 and 4, three steps inside epoch 1
+    assert sorted(p.name for p in (victim / "models/snapshots/class_ddpm").iterdir()) == snapshots
+    for rel in ("models/class_ddpm.safetensors", *(f"models/snapshots/class_ddpm/{f}" for f in snapshots),
                 "reports/train/class_ddpm/plots/metrics/train/loss.tsv",
                 "reports/train/class_ddpm/plots/metrics/epoch/loss.tsv"):
         assert sha(victim / rel) == sha(reference / rel), rel

@@ -75,8 +75,9 @@ def fake_reports(root: Path, part_a: bool) -> tuple[Path, dict]:
     png(reports / "denoiser" / "ood.png", 0)
     manifest.write(reports / "denoiser", [manifest.Figure("ood.png", "OOD", "Denoised at several σ.", "B.1.2.2")])
     samples = reports / "samples" / "class_ddpm"
-    png(samples / "epoch_01.png", 1), png(samples / "fid_samples.png", 2), gif(samples / "process.gif")
-    manifest.write(samples, [manifest.Figure("epoch_01.png", "Epoch 1", "Samples & <digits>.", "B.2.6"),
+    slider = "live/plots/images/samples/30.png"  # the per-epoch figure is sample@'s DVCLive image at epoch 1's step
+    png(samples / slider, 1), png(samples / "fid_samples.png", 2), gif(samples / "process.gif")
+    manifest.write(samples, [manifest.Figure(slider, "Epoch 1", "Samples & <digits>.", "B.2.6"),
                              manifest.Figure("process.gif", "Process", "Noise to digits.", "B.2.6"),
                              manifest.Figure("fid_samples.png", "Scored", "Scored samples.", "B.eval")])
     png(reports / "guidance" / "sweep.png", 3)
@@ -253,6 +254,7 @@ def test_without_part_a_the_page_says_so_and_keeps_part_b(tmp_path):
     page = report.render(reports, params)
     assert "Part A not run" in page
     assert 'src="samples/class_ddpm/process.gif"' in page and "Samples &amp; &lt;digits&gt;." in page
+    assert 'src="samples/class_ddpm/live/plots/images/samples/30.png"' in page
     for text in ("99.18%", "Sample quality", "Intended-class accuracy per digit", "Guidance sweep", "Training runs",
                  "Denoiser on the test digits", "data:image/png;base64,"):
         assert text in page, text

@@ -625,3 +625,77 @@ def test_guidance_sweep_scores_each_scale_with_cfg_everywhere_and_only_in_the_in
     assert "interval" not in plain[0]
     lines = guidance.tsv([{"gamma": r["gamma"], **r["interval"]} for r in rows]).splitlines()
     assert lines[0].split("\t") == guidance.TSV and lines[2].split("\t")[4] == str(expected["fid"])
+
+
+def test_sample_stage_logs_one_grid_per_snapshot_by_step_and_the_report_shows_the_epoch_ones(tmp_path, monkeypatch):
+    """train@ then sample@ in a scratch directory: DVCLive images named by step, one per snapshot (the epochs and three
+    steps of epoch 1), nothing written outside sample@'s out; the manifest's per-epoch figures are those images; a
+    promised epoch snapshot that is missing stops the stage with the command that restores it."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import yaml
+    from conftest import REPO, write_fake_mnist
+    from PIL import Image
+
+    from difflab.evaluation.classifier import Classifier, save_classifier
+    from difflab.core.weights import list_snapshots
+    from difflab.part_b.samples import SampleRun, training_snapshots, write_samples
+    from difflab.pipeline.errors import MissingFileError
+
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_fake_mnist(tmp_path / "data" / "mnist" / "MNIST" / "raw", 300, 100)
+    monkeypatch.setattr(sys, "argv", ["train", "class_fm"])
+    runpy.run_path(str(REPO / "stages" / "train.py"), run_name="__main__")  # 4 steps an epoch, 2 epochs
+    save_classifier(tmp_path / "models" / "classifier.safetensors", Classifier())
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+
+    write_samples("class_fm", params)
+    out = tmp_path / "reports" / "samples" / "class_fm"
+    new_outside = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                   if p.is_file() and p not in before and out not in p.parents}
+    assert new_outside == {"reports/metrics/sample_class_fm.json"}
+    images = sorted((out / "live" / "plots" / "images" / "samples").iterdir(), key=lambda p: int(p.stem))
+    assert [p.name for p in images] == ["1.png", "2.png", "3.png", "4.png", "8.png"]
+    pixels = [np.asarray(Image.open(p)) for p in images]
+    assert all(p.shape == pixels[0].shape for p in pixels)
+    assert not any(np.array_equal(a, b) for a, b in zip(pixels, pixels[1:]))  # other weights, other samples
+
+    entries = json.loads((out / "manifest.json").read_text())
+    per_epoch = {e["title"]: e["file"] for e in entries if "samples after epoch" in e["title"]}
+    assert per_epoch == {"class_fm: samples after epoch 1": "live/plots/images/samples/4.png",
+                         "class_fm: samples after epoch 2": "live/plots/images/samples/8.png"}
+    assert not list(out.glob("epoch_*.png"))  # no second copy of the same grids
+    run, snaps = SampleRun("class_fm", params), list_snapshots(tmp_path / "models" / "snapshots" / "class_fm")
+    assert [run.title(s) for s in (snaps[2], snaps[-1])] == [
+        "class_fm: samples at step 3 (epoch 0.75, CFG gamma=5.0)", "class_fm: samples at step 8 (after epoch 2, "
+        "CFG gamma=5.0)"]
+
+    (tmp_path / "models" / "snapshots" / "class_fm" / "epoch_01.safetensors").unlink()
+    with pytest.raises(MissingFileError, match=r"no snapshots in models/snapshots/class_fm of epoch 1; .*"
+                                               r"`dvc checkout models/snapshots/class_fm`"):
+        training_snapshots("class_fm", params["models"]["class_fm"])
+
+
+def test_dvc_plots_list_the_slider_images_of_every_sampled_model():
+    """dvc.yaml's top-level plots name each sample@ stage's DVCLive image directory, the one write_samples logs to,
+    so `dvc plots show` / `dvc plots diff` list every generative model's grids by step (checked live in
+    test_pipeline.py)."""
+    from pathlib import Path
+
+    import yaml
+
+    from difflab.part_b.samples import slider_image
+
+    repo = Path(__file__).resolve().parents[1]
+    dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
+    plots = {p for p in dvc_yaml["plots"] if isinstance(p, str)}
+    sampled = yaml.safe_load((repo / "params.yaml").read_text())["sampling"]
+    images = {f"reports/samples/{name}/{Path(slider_image(0)).parent.parent.as_posix()}" for name in sampled}
+    assert images <= plots, sorted(images - plots)
+    assert dvc_yaml["stages"]["sample"]["do"]["outs"] == ["reports/samples/${key}"]  # the images are its outs

@@ -9,10 +9,10 @@ import torch
 
 from difflab.core import families
 from difflab.core.schedule import NoiseSchedule
-from difflab.core.weights import load_model
+from difflab.core.weights import list_snapshots, load_model, read_snapshot
 from difflab.figures.training_log import read_curve
 from difflab.pipeline.paths import Outputs
-from difflab.training.loop import TrainConfig, TrainingDiverged, train
+from difflab.training.loop import IN_EPOCH_SNAPSHOTS, TrainConfig, TrainingDiverged, in_epoch_steps, train
 
 pytestmark = pytest.mark.unit
 
@@ -35,6 +35,11 @@ def sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def tree(directory):
+    """File name -> sha256 of every file in a directory."""
+    return {p.name: sha(p) for p in sorted(directory.iterdir())}
+
+
 def cfg(**kw):
     base = dict(kind="class_ddpm", hidden=4, batch_size=16, epochs=3, lr=1e-2, lr_decay=True, snapshots=[1, 3],
                 device="cpu")
@@ -50,6 +55,36 @@ def test_denoiser_learns(tmp_path):
     assert sum(losses[-4:]) < 0.5 * sum(losses[:4])
     model, kind = load_model(out.model)
     assert kind == "denoiser" and model.hidden == 4
+    assert [p.name for p in out.snapshots.iterdir()] == ["epoch_06.safetensors"]  # no in-epoch steps: not generative
+
+
+def test_in_epoch_snapshot_steps_are_evenly_spaced_inside_the_first_epoch():
+    assert IN_EPOCH_SNAPSHOTS == 3
+    assert in_epoch_steps(1250) == [312, 625, 937]  # time_fm's defaults: 20,000 digits at batch 16
+    assert in_epoch_steps(313) == [78, 156, 234]
+    assert in_epoch_steps(4) == [1, 2, 3]
+    assert in_epoch_steps(2) == [1] and in_epoch_steps(1) == []  # never the epoch's start or end
+    assert in_epoch_steps(100, count=1) == [50]
+
+
+def test_snapshots_record_the_step_whose_weights_they_hold(tmp_path):
+    """A generative model keeps epoch snapshots and three in epoch 1; each records the optimizer steps done (DVCLive's
+    step) and the epoch, and holds exactly the weights after that many steps."""
+    x, y = tiny_data()
+    out = outputs(tmp_path)
+    seen = {}
+    train("m", cfg(), x, y, out, NoiseSchedule.linear(20),
+          on_step=lambda step, model: seen.__setitem__(step, {k: v.clone() for k, v in model.state_dict().items()}))
+    snaps = list_snapshots(out.snapshots)
+    assert [(s.path.name, s.step, s.epoch, s.whole_epoch) for s in snaps] == [
+        ("step_000001.safetensors", 1, 0.25, None), ("step_000002.safetensors", 2, 0.5, None),
+        ("step_000003.safetensors", 3, 0.75, None), ("epoch_01.safetensors", 4, 1.0, 1),
+        ("epoch_03.safetensors", 12, 3.0, 3)]
+    for snap in snaps:
+        model, _ = load_model(snap.path)
+        held = model.state_dict()
+        assert all(torch.equal(held[k], v.float()) for k, v in seen[snap.step].items()), snap.path.name
+    assert read_snapshot(snaps[-1].path).step == len(read_curve(out.live)[0])  # after the last logged step
 
 
 def test_same_seed_same_bytes_different_seed_different_bytes(tmp_path):
@@ -60,34 +95,39 @@ def test_same_seed_same_bytes_different_seed_different_bytes(tmp_path):
     train("m", cfg(), x, y, b, s)
     train("m", cfg(seed=1), x, y, c, s)
     assert sha(a.model) == sha(b.model) != sha(c.model)
-    assert sorted(p.name for p in a.snapshots.iterdir()) == ["epoch_01.safetensors", "epoch_03.safetensors"]
+    assert tree(a.snapshots) == tree(b.snapshots) != tree(c.snapshots)
+    assert sorted(tree(a.snapshots)) == ["epoch_01.safetensors", "epoch_03.safetensors", "step_000001.safetensors",
+                                         "step_000002.safetensors", "step_000003.safetensors"]
     assert (a.checkpoint / "complete.json").is_file() and not (a.checkpoint / "last.pt").exists()
 
 
-def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dies_at", [2 * 4 + 2, 3])
+def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch, dies_at):
+    """Killed mid-way through epoch 3 (resumes from epoch 2's checkpoint) or inside epoch 1 after two in-epoch
+    snapshots (no checkpoint yet: starts afresh), the run ends with an uninterrupted run's model, snapshots and logs."""
     x, y = tiny_data()
-    s = NoiseSchedule.linear(20)
     ref = outputs(tmp_path, "ref")
     train("m", cfg(kind="class_fm"), x, y, ref)
     run = outputs(tmp_path, "run")
     real_loss, calls = families.Family.loss, {"n": 0}
 
-    def dies_in_epoch_3(*args, **kw):
+    def dies(*args, **kw):
         calls["n"] += 1
-        if calls["n"] == 2 * 4 + 2:  # 4 batches per epoch: interrupt mid-way through epoch 3
+        if calls["n"] == dies_at:  # 4 batches per epoch
             raise KeyboardInterrupt
         return real_loss(*args, **kw)
 
-    monkeypatch.setattr(families.Family, "loss", dies_in_epoch_3)
+    monkeypatch.setattr(families.Family, "loss", dies)
     with pytest.raises(KeyboardInterrupt):
         train("m", cfg(kind="class_fm"), x, y, run)
-    assert (run.checkpoint / "last.pt").is_file() and not run.model.exists()
+    assert (run.checkpoint / "last.pt").is_file() == (dies_at > 4) and not run.model.exists()
+    assert (run.snapshots / "step_000002.safetensors").is_file()
     monkeypatch.setattr(families.Family, "loss", real_loss)
     train("m", cfg(kind="class_fm"), x, y, run)
     assert sha(run.model) == sha(ref.model)
+    assert tree(run.snapshots) == tree(ref.snapshots) and len(tree(ref.snapshots)) == 5
     assert read_curve(run.live) == read_curve(ref.live)
     assert read_curve(run.live, "epoch/loss") == read_curve(ref.live, "epoch/loss")
-    del s
 
 
 def interrupt_in_epoch_2(monkeypatch, name, config, x, y, out, schedule=None):

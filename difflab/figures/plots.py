@@ -29,6 +29,12 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def image_grid(path: str | Path, images: Sequence[Sequence[torch.Tensor]], *, row_labels: Sequence[str] = (),
                col_labels: Sequence[str] = (), title: str = "", cell: float = 1.2) -> Path:
     """Save a grid figure; images[r][c] is a (C,H,W) tensor in [0,1]. Labels name rows and columns."""
+    return _save(grid_figure(images, row_labels=row_labels, col_labels=col_labels, title=title, cell=cell), path)
+
+
+def grid_figure(images: Sequence[Sequence[torch.Tensor]], *, row_labels: Sequence[str] = (),
+                col_labels: Sequence[str] = (), title: str = "", cell: float = 1.2) -> plt.Figure:
+    """The figure image_grid saves, for callers that hand it on (as pixels) instead of saving it."""
     rows, cols = len(images), max(len(r) for r in images)
     fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + (0.8 if row_labels else 0), cell * rows + 0.5),
                              squeeze=False)
@@ -51,7 +57,16 @@ def image_grid(path: str | Path, images: Sequence[Sequence[torch.Tensor]], *, ro
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def pixels(fig: plt.Figure) -> np.ndarray:
+    """The RGB pixels (H, W, 3 uint8) that _save would write as PNG, at the same 100 dpi; closes the figure."""
+    fig.set_dpi(100)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return rgb
 
 
 def save_gif(path: str | Path, frames: Sequence[torch.Tensor], *, nrow: int = 10, scale: int = 3,

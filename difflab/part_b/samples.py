@@ -1,15 +1,18 @@
-"""sample@<name>: a generative model's sample grids per snapshot epoch, a GIF of the sampling process, its loss
-curve, and the samples the evaluation scores against the test digits (Fréchet distance, precision, recall,
-legibility; class models also accuracy and the classification accuracy score), with their captions."""
+"""sample@<name>: a generative model's sample grid at every training snapshot (the epochs and a few steps of the first
+epoch), logged with DVCLive as images by step for a slider, a GIF of the sampling process, its loss curve, and the
+samples the evaluation scores against the test digits (Fréchet distance, precision, recall, legibility; class models
+also accuracy and the classification accuracy score), with their captions."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save
 
 from difflab.core.families import Family
 from difflab.core.inference import load_for_inference
+from difflab.core.weights import Snapshot, list_snapshots
 from difflab.evaluation.classifier import load_classifier
 from difflab.evaluation.metrics import reference, sample_scores
 from difflab.figures import manifest, plots
@@ -20,7 +23,14 @@ from difflab.pipeline.runtime import autocast, generator, resolve_device, seed_e
 from difflab.sampling.choice import SamplerChoice
 from difflab.sampling.samplers import digit_labels, generate, generate_in_batches, sampling_family
 
-PER_CLASS = 4  # samples per digit in the per-epoch grids (class models); unconditional grids show 4 x 10
+if TYPE_CHECKING:
+    from dvclive import Live
+
+# Samples per digit in the per-snapshot grids (class models; unconditional grids show PER_CLASS x 10). Two, not the
+# four of before the slider: every model now draws 3 more grids, and at four those cost 3.2-3.9 % of the training time
+# of time_ddpm, class_fm and class_fm_noschedule on this CPU (bench/slider.py); at two, at most ~2.5 %.
+PER_CLASS = 2
+LIVE = "live"  # sample@'s DVCLive directory inside its out: the grids are live/plots/images/samples/<step>.png
 
 
 class SampleRun:
@@ -44,25 +54,48 @@ class SampleRun:
         self.what = (f"{PER_CLASS} samples per digit (columns 0-9), {self.guidance}" if self.conditional
                      else f"{PER_CLASS * 10} unconditional samples")
         self.how = self.sampler + (f", {self.guidance}" if self.conditional else "")
+        self.opts = dict(gamma=self.gamma, guidance_interval=self.interval, choice=self.choice)  # generate()'s
+
+    def title(self, snap: Snapshot) -> str:
+        """The slider image's title: model, step and epoch."""
+        epoch = f"after epoch {snap.whole_epoch}" if snap.whole_epoch is not None else f"epoch {snap.epoch:.2f}"
+        return f"{self.name}: samples at step {snap.step} ({epoch}, {self.guidance})"
+
+    def log_grid(self, live: Live, snap: Snapshot, device: torch.device, frame_every: int = 0) -> list[torch.Tensor]:
+        """Sample the grid from snapshot `snap` with the same seed, so the same noise and digits, at every snapshot,
+        and log it with DVCLive (`live`) at the snapshot's step; returns the sampling frames (frame_every > 0)."""
+        model, _ = load_for_inference(snap.path, device)
+        labels = digit_labels(PER_CLASS) if self.conditional else None
+        with autocast(device, self.params["precision"]):
+            images, frames = generate(model, self.family, PER_CLASS * 10, generator(device, self.params["seed"]),
+                                      labels=labels, frame_every=frame_every, **self.opts)
+        cols = [str(d) for d in range(10)] if self.conditional else []
+        live.step = snap.step
+        live.log_image(image_name(snap.step), plots.pixels(plots.grid_figure(self.grid_order(images), col_labels=cols,
+                                                                              title=self.title(snap))))
+        return frames
 
     def grid_order(self, images: torch.Tensor) -> torch.Tensor:
         """Class samples come digit by digit; the grid shows digits as columns, PER_CLASS rows."""
         if self.conditional:
             return images.view(10, PER_CLASS, 1, 28, 28).transpose(0, 1)
-        return images.view(4, 10, 1, 28, 28)
+        return images.view(PER_CLASS, 10, 1, 28, 28)
 
-    def figures(self) -> list[manifest.Figure]:
-        """The manifest entries, in the course's order."""
+    def figures(self, snapshots: list[Snapshot]) -> list[manifest.Figure]:
+        """The manifest entries, in the course's order; the per-epoch figures are the slider's images at the epoch
+        snapshots' steps."""
         train_sec, sample_sec = ("B.2.5", "B.2.6") if self.conditional else ("B.2.2", "B.2.3")
         family = "flow-matching" if self.family.kind.family == "flow" else "DDPM"
         made = f"{self.model['kind']} UNet ({manifest.describe_training(self.model)}), seed {self.params['seed']}"
         figs = [manifest.Figure("loss.png", f"{self.name}: training loss",
                                 f"Per-step training loss (log scale, moving average in bold) of the {made}.",
                                 train_sec)]
-        for epoch in paths.snapshots(self.name):
-            figs.append(manifest.Figure(f"epoch_{epoch:02d}.png", f"{self.name}: samples after epoch {epoch}",
-                                        f"{self.what} from the {family} model after epoch {epoch} of "
-                                        f"{self.model['epochs']}; {self.sampler}; {made}.", sample_sec))
+        for snap in snapshots:
+            if (epoch := snap.whole_epoch) is not None:
+                figs.append(manifest.Figure(slider_image(snap.step), f"{self.name}: samples after epoch {epoch}",
+                                            f"{self.what} from the {family} model after epoch {epoch} of "
+                                            f"{self.model['epochs']} (step {snap.step}); {self.sampler}; {made}.",
+                                            sample_sec))
         steps = "every step" if self.every == 1 else f"every {self.every} steps"
         figs.append(manifest.Figure("process.gif", f"{self.name}: the sampling process",
                                     f"The same {self.what} as they emerge from pure noise, {steps} of "
@@ -76,27 +109,17 @@ class SampleRun:
 
 def write_samples(name: str, params: dict) -> dict:
     """Every output of sample@<name> into reports/samples/<name>; returns the scores written to its metrics."""
+    from dvclive import Live
+
     run = SampleRun(name, params)
     out = paths.REPORTS / "samples" / name
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(params["device"])
     seed_everything(params["seed"])
-    labels = digit_labels(PER_CLASS) if run.conditional else None
-    opts = dict(gamma=run.gamma, guidance_interval=run.interval, choice=run.choice)
-    cols = [str(d) for d in range(10)] if run.conditional else []
-    snapshots = paths.snapshots(name)
-    if not snapshots:
-        raise MissingFileError(f"no snapshots in {paths.snapshot_dir(name)}; restore them with "
-                               f"`dvc checkout {paths.snapshot_dir(name)}` or retrain with `dvc repro train@{name}`")
-    for epoch, file in snapshots.items():
-        model, _ = load_for_inference(file, device)
-        final = epoch == max(snapshots)  # the final snapshot is the final model: its run also records the GIF
-        with autocast(device, params["precision"]):
-            images, frames = generate(model, run.family, len(digit_labels(PER_CLASS)),
-                                      generator(device, params["seed"]), labels=labels,
-                                      frame_every=run.every if final else 0, **opts)
-        plots.image_grid(out / f"epoch_{epoch:02d}.png", run.grid_order(images), col_labels=cols,
-                         title=f"{name}: samples after epoch {epoch} ({run.guidance})")
+    snapshots = training_snapshots(name, run.model)
+    live = Live(str(out / LIVE), dvcyaml=False, save_dvc_exp=False)
+    for snap in snapshots:  # the final snapshot is the final model: its run also records the GIF
+        frames = run.log_grid(live, snap, device, frame_every=run.every if snap is snapshots[-1] else 0)
     plots.save_gif(out / "process.gif", [run.grid_order(f).reshape(-1, 1, 28, 28) for f in frames], nrow=10)
     steps, losses = read_curve(paths.train_outputs(name).live)
     plots.loss_curve(out / "loss.png", {name: (steps, losses)}, title=f"{name}: training loss", smooth=25)
@@ -106,7 +129,7 @@ def write_samples(name: str, params: dict) -> dict:
     fid_labels = torch.arange(n) % 10 if run.conditional else None
     images = generate_in_batches(model, run.family, n, generator(device, params["seed"] + 1),
                                  params["sample"]["batch_size"], params["precision"], fid_labels,
-                                 **opts).mul(255).round().to(torch.uint8)
+                                 **run.opts).mul(255).round().to(torch.uint8)
     tensors = {"images": images.contiguous()}
     if run.conditional:
         tensors["labels"] = fid_labels.contiguous()
@@ -117,8 +140,31 @@ def write_samples(name: str, params: dict) -> dict:
     ref = reference(classifier, paths.MNIST, n, precision=params["precision"])
     scores = sample_scores(classifier, images.float() / 255, ref, fid_labels)
     write_metrics(paths.REPORTS / "metrics" / f"sample_{name}.json", scores, device, params["precision"])
-    manifest.write(out, run.figures())
+    manifest.write(out, run.figures(snapshots))
     return scores
+
+
+def image_name(step: int) -> str:
+    """The DVCLive image name of the grid at `step`: a folder of images named by step, the "image by step" layout
+    that `dvc plots` lists and the VS Code extension shows on a slider."""
+    return f"samples/{step}.png"
+
+
+def slider_image(step: int) -> str:
+    """That grid's file relative to sample@'s out (DVCLive writes images to <dir>/plots/images/<name>)."""
+    return f"{LIVE}/plots/images/{image_name(step)}"
+
+
+def training_snapshots(name: str, model: dict) -> list[Snapshot]:
+    """Every snapshot train@<name> kept, in training order; the epochs its params promise must be among them."""
+    directory = paths.snapshot_dir(name)
+    snapshots = list_snapshots(directory) if directory.is_dir() else []
+    promised = {e for e in model["snapshots"] if e <= model["epochs"]} | {model["epochs"]}
+    missing = sorted(promised - {s.whole_epoch for s in snapshots})
+    if missing:
+        raise MissingFileError(f"no snapshots in {directory} of epoch {', '.join(map(str, missing))}; restore them "
+                               f"with `dvc checkout {directory}` or retrain with `dvc repro train@{name}`")
+    return snapshots
 
 
 def scored_grid(path: Path, images: torch.Tensor, labels: torch.Tensor | None, title: str) -> None:

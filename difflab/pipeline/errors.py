@@ -90,17 +90,39 @@ def read_weights(path: str | Path, what: str = "model file", noun: str = "model"
                  rebuild: str = "`dvc repro`") -> tuple[dict, dict]:
     """(config, state dict) of a safetensors file written by this project; a missing or unreadable file raises one
     line naming `what`, the path and the fix (`dvc checkout`, or `rebuild`)."""
+    from safetensors.torch import load_file
+
+    config = read_config(path, what, noun, rebuild)
+    with _readable(path, what, noun, rebuild):
+        return config, load_file(str(path))
+
+
+def read_config(path: str | Path, what: str = "model file", noun: str = "model", rebuild: str = "`dvc repro`",
+                require: tuple[str, ...] = ()) -> dict:
+    """The config (JSON metadata entry "config") of a safetensors file written by this project, read without its
+    tensors; a missing file, or a config without the fields `require` names, raises one line as read_weights does.
+    (Everything goes in that one entry: safetensors writes several metadata entries in a random order.)"""
+    from safetensors import safe_open
+
+    with _readable(path, what, noun, rebuild):
+        with safe_open(str(path), "pt") as f:
+            config = json.loads((f.metadata() or {})["config"])
+        if missing := [field for field in require if field not in config]:
+            raise KeyError(f"its config has no {', '.join(missing)}")
+        return config
+
+
+@contextlib.contextmanager
+def _readable(path: str | Path, what: str, noun: str, rebuild: str):
+    """Turn a missing or unreadable weights file into one line naming `what`, the path and the fix."""
+    from safetensors import SafetensorError
+
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{what} {path} is missing; restore it with `dvc checkout {path}` (or `dvc pull`), "
                                f"or train it with {rebuild}")
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
     try:
-        with safe_open(str(path), "pt") as f:
-            config = json.loads((f.metadata() or {})["config"])
-        return config, load_file(str(path))
+        yield
     except (SafetensorError, KeyError, TypeError, ValueError, OSError) as err:
         raise CorruptFileError(f"{what} {path} is corrupt or not a difflab {noun} ({type(err).__name__}: "
                                f"{str(err)[:200]}); restore it with `dvc checkout {path}`, or retrain it with "

@@ -16,7 +16,7 @@ PART_A_METRICS = REPORTS / "metrics" / "part_a.json"
 class Outputs:
     """What one training run writes."""
     model: Path          # final weights (safetensors)
-    snapshots: Path      # directory of epoch_XX.safetensors
+    snapshots: Path      # directory of epoch_XX.safetensors (and step_XXXXXX.safetensors inside epoch 1)
     live: Path           # DVCLive directory
     checkpoint: Path     # directory holding last.pt while a run is incomplete
 
@@ -35,6 +35,6 @@ def train_outputs(name: str) -> Outputs:
 
 
 def snapshots(name: str) -> dict[int, Path]:
-    """Snapshot epoch -> weights file, in epoch order."""
+    """Snapshot epoch -> weights file of the snapshots taken after an epoch, in epoch order."""
     files = sorted(snapshot_dir(name).glob("epoch_*.safetensors"))
     return {int(f.stem.split("_")[1]): f for f in files}

@@ -1,5 +1,6 @@
 """One training loop for every Part B model: Adam, optional ExponentialLR (per epoch, the spec's, or per step),
-optional grad clipping, DVCLive logging, snapshots at chosen epochs and a resumable checkpoint after every epoch.
+optional grad clipping, DVCLive logging, snapshots at chosen epochs (and, for generative models, at a few steps of
+the first epoch: sample@'s slider), and a resumable checkpoint after every epoch.
 Opt-in recipe changes (all off by default, which is the spec's recipe): lr warm-up, per-step lr decay, an EMA of the
 weights (with a power-law warm-up), logit-normal flow times, min-SNR-gamma DDPM weights, v-prediction."""
 from __future__ import annotations
@@ -22,7 +23,7 @@ from difflab.core.families import Family, make_family
 from difflab.core.schedule import NoiseSchedule
 from difflab.core.weights import save_model
 from difflab.pipeline.errors import DifflabError, write_atomically
-from difflab.pipeline.params import LR_DECAY_EVERY
+from difflab.pipeline.params import LR_DECAY_EVERY, Kind
 from difflab.pipeline.paths import Outputs
 from difflab.pipeline.runtime import (
     autocast,
@@ -33,6 +34,18 @@ from difflab.pipeline.runtime import (
     run_info,
     seed_everything,
 )
+
+
+# Generative models also keep their weights at this many evenly spaced optimizer steps inside the first epoch, where
+# samples change most; sample@ renders them beside the epoch snapshots (issue 23: samples on a slider).
+IN_EPOCH_SNAPSHOTS = 3
+
+
+def in_epoch_steps(steps_per_epoch: int, count: int = IN_EPOCH_SNAPSHOTS) -> list[int]:
+    """The steps (optimizer steps done, DVCLive's step after them) strictly inside the first epoch at which a
+    generative model keeps a snapshot: `count` evenly spaced ones, k * steps_per_epoch // (count + 1), fewer when the
+    epoch is too short to hold them."""
+    return sorted({k * steps_per_epoch // (count + 1) for k in range(1, count + 1)} - {0, steps_per_epoch})
 
 
 @dataclass
@@ -173,7 +186,10 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = lr_schedule(opt, cfg, len(x))
     ema = EMA(model, cfg.ema_decay, cfg.ema_power) if cfg.ema_decay > 0 else None
-    run = _Run(name, cfg, family, model, opt, sched, generator(device, cfg.seed), ema, on_step)
+    per_epoch = -(-len(x) // cfg.batch_size)
+    inner = in_epoch_steps(per_epoch) if Kind.parse(cfg.kind).generative else []
+    run = _Run(name, cfg, family, model, opt, sched, generator(device, cfg.seed), ema, on_step, out.snapshots,
+               per_epoch, frozenset(inner))
     identity = run_identity(cfg, x, y, schedule)
     start, live_step = run.resume(out, identity)
     run.live = Live(str(out.live), resume=start > 1, dvcyaml=False, save_dvc_exp=False)
@@ -186,7 +202,7 @@ def train(name: str, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Ou
         if sched is not None and cfg.lr_decay_every == "epoch":
             sched.step()
         if epoch in snapshots:
-            save_model(out.snapshots / f"epoch_{epoch:02d}.safetensors", run.weights, cfg.kind)
+            run.snapshot(f"epoch_{epoch:02d}.safetensors")
         _save_checkpoint(out.checkpoint, {"identity": identity, "epoch": epoch, "live_step": run.live.step,
                                           **run.state()})
     save_model(out.model, run.weights, cfg.kind)
@@ -209,6 +225,9 @@ class _Run:
     gen: torch.Generator
     ema: EMA | None
     on_step: Callable[[int, torch.nn.Module], None] | None
+    snapshot_dir: Path
+    steps_per_epoch: int
+    inner_steps: frozenset[int]  # the in-epoch snapshot steps (in_epoch_steps)
     live: object = None  # dvclive.Live, opened after resume() decided whether it resumes
 
     @property
@@ -220,6 +239,11 @@ class _Run:
     def weights(self) -> torch.nn.Module:
         """What snapshots and the final model save: the EMA when there is one."""
         return self.ema.model if self.ema is not None else self.model
+
+    def snapshot(self, file: str) -> None:
+        """Keep the weights as they are now in snapshot_dir, recording the step and epoch they were taken at."""
+        step = self.live.step
+        save_model(self.snapshot_dir / file, self.weights, self.cfg.kind, at=(step, step / self.steps_per_epoch))
 
     def state(self) -> dict:
         """The training state a checkpoint holds besides its identity and position."""
@@ -272,6 +296,8 @@ class _Run:
                 live.log_metric("epoch/loss", total / count)
                 live.log_metric("epoch/lr", self.opt.param_groups[0]["lr"])
             live.next_step()
+            if live.step in self.inner_steps:
+                self.snapshot(f"step_{live.step:06d}.safetensors")
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)  # redraw at tqdm's mininterval, not every step
         return total / count
 
