@@ -62,6 +62,7 @@ RECIPES = {
         "v_zero_snr+decay_step+ema_power": {"prediction": "v", "ddpm": {"zero_terminal_snr": True}, "lr_decay": True,
                                             "lr_decay_every": "step", "ema_decay": 0.999, "ema_power": 0.75},
         "epochs2": {"epochs": 2},
+        "epochs2+ema_power": {"epochs": 2, "ema_decay": 0.999, "ema_power": 0.75},
         "epochs3+ema_power": {"epochs": 3, "ema_decay": 0.999, "ema_power": 0.75},
     },
     "time_fm": {
