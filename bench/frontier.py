@@ -50,6 +50,9 @@ METRICS = ("fid", "legibility", "precision", "recall", "accuracy", "cas")
 # Per model, the recipes tried: options changed from its params.yaml entry. `ddpm` overrides the params' ddpm
 # section (the noise schedule); `bf16_embeddings` runs the time/class FC blocks under bf16 autocast as the code did
 # before issue 22 (bench only), to measure what fp32 embeddings buy.
+# The time_ddpm and time_fm rows of frontier.json were measured against params.yaml before 9fd9c19 (time_ddpm 1 epoch
+# without EMA, time_fm 2 epochs); their `default` rows are stored as `default_before`, and `epochs3+ema_power` /
+# `epochs3` are the entries params.yaml has since.
 RECIPES = {
     "time_ddpm": {
         "default": {},
@@ -82,6 +85,7 @@ RECIPES = {
     "class_fm": {
         "default": {},
         "no_decay": {"lr_decay": False},
+        "spec_recipe": {"warmup_steps": 0, "t_sampling": "uniform", "ema_decay": 0.0},
     },
     "class_fm_noschedule": {
         "default": {},
