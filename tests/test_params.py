@@ -249,9 +249,9 @@ def with_keys(**paths):
      r"^models\.time_ddpm\.prediction: eps \(the default\) with ddpm\.zero_terminal_snr: true.*set "
      r"models\.time_ddpm\.prediction: v, or ddpm\.zero_terminal_snr: false"),
     (dict(ddpm__zero_terminal_snr=True, models__time_ddpm__prediction="v"), r"^models\.class_ddpm\.prediction: eps"),
-    (dict(models__time_ddpm__lr_decay=True),
-     r"^models\.time_ddpm\.lr_decay: true with 1 epoch.*set models\.time_ddpm\.lr_decay_every: step.*or "
-     r"lr_decay: false"),
+    (dict(models__class_fm_noschedule__lr_decay=True),
+     r"^models\.class_fm_noschedule\.lr_decay: true with 1 epoch.*set models\.class_fm_noschedule\.lr_decay_every: "
+     r"step.*or lr_decay: false"),
     (dict(models__class_fm_noschedule__lr_decay_every="step"),
      r"^models\.class_fm_noschedule\.lr_decay_every: set while lr_decay is false"),
     (dict(models__class_ddpm__ema_power=0.75), r"^models\.class_ddpm\.ema_power: set without an EMA.*ema_decay > 0"),

@@ -278,7 +278,8 @@ def with_model_keys(name, **keys):
 def test_recipe_keys_are_optional_and_validated():
     p = copy.deepcopy(DEFAULT)  # params files written before these keys stay valid
     for m in p["models"].values():
-        for key in ("ema_decay", "warmup_steps", "t_sampling", "t_logit_mean", "t_logit_std", "min_snr_gamma"):
+        for key in ("ema_decay", "ema_power", "warmup_steps", "t_sampling", "t_logit_mean", "t_logit_std",
+                "min_snr_gamma"):
             m.pop(key, None)
     validate(p)
     validate(with_model_keys("time_fm", ema_decay=0.999, warmup_steps=100, t_sampling="logit_normal",
@@ -298,7 +299,8 @@ def test_captions_name_every_departure_from_the_spec_recipe():
     from difflab.figures.manifest import describe_training
 
     entry = dict(DEFAULT["models"]["time_fm"])
-    for key in ("ema_decay", "warmup_steps", "t_sampling", "t_logit_mean", "t_logit_std", "min_snr_gamma"):
+    for key in ("ema_decay", "ema_power", "warmup_steps", "t_sampling", "t_logit_mean", "t_logit_std",
+                "min_snr_gamma"):
         entry.pop(key, None)
     plain = describe_training(entry)
     assert "warm-up" not in plain and "EMA" not in plain and "logit" not in plain
@@ -400,7 +402,8 @@ def test_v_prediction_loss_and_its_min_snr_weights():
 def test_captions_name_the_new_options():
     from difflab.figures.manifest import describe_training
 
-    entry = {**DEFAULT["models"]["time_ddpm"], "lr_decay": True, "lr_decay_every": "step", "prediction": "v"}
+    no_ema = {k: v for k, v in DEFAULT["models"]["time_ddpm"].items() if k not in ("ema_decay", "ema_power")}
+    entry = {**no_ema, "lr_decay": True, "lr_decay_every": "step", "prediction": "v"}
     text = describe_training(entry)
     assert "(x 0.1 over the run, decayed every step)" in text and text.endswith(", v-prediction")
     ema = describe_training({**DEFAULT["models"]["time_fm"], "ema_decay": 0.999, "ema_power": 0.75})
