@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 # Samples per digit in the per-snapshot grids (class models; unconditional grids show PER_CLASS x 10). Two, not the
 # four of before the slider: every model now draws 3 more grids, and at four those cost 3.2-3.9 % of the training time
-# of time_ddpm, class_fm and class_fm_noschedule on this CPU (bench/slider.py); at two, at most ~2.5 %.
+# of time_ddpm, class_fm and class_fm_noschedule in an earlier run of bench/slider.py; at two, 1.1 % in all and at
+# most 2.3 % for one model (bench/README.md, 2026-12-05).
 PER_CLASS = 2
 LIVE = "live"  # sample@'s DVCLive directory inside its out: the grids are live/plots/images/samples/<step>.png
 
